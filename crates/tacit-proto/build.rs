@@ -4,7 +4,6 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/tacit.proto");
     let descriptors = protox::compile(["proto/tacit.proto"], ["proto"])?;
-    prost_build::Config::new()
-        .compile_fds(descriptors)?;
+    prost_build::Config::new().compile_fds(descriptors)?;
     Ok(())
 }

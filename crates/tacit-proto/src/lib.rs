@@ -12,8 +12,8 @@ pub mod limits;
 pub mod validate;
 
 pub use codec::{
-    auth_transcript, decode_client_frame, decode_server_frame, encode, DecodeError,
-    AUTH_CONTEXT, CERT_CONTEXT,
+    auth_transcript, decode_client_frame, decode_server_frame, encode, DecodeError, AUTH_CONTEXT,
+    CERT_CONTEXT,
 };
 
 /// Generated types for protocol version 1 (from `proto/tacit.proto`).

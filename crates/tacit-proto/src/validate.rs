@@ -154,7 +154,10 @@ pub fn validate_client_frame(frame: &ClientFrame) -> Result<(), ValidationError>
                 return Err(err("send_commit.added", "too many routing changes"));
             }
             if !c.added.is_empty() && c.welcome.is_empty() {
-                return Err(err("send_commit.welcome", "required when devices are added"));
+                return Err(err(
+                    "send_commit.welcome",
+                    "required when devices are added",
+                ));
             }
             for a in c.added.iter().chain(&c.removed) {
                 handle("send_commit.added", &a.handle)?;
@@ -166,9 +169,11 @@ pub fn validate_client_frame(frame: &ClientFrame) -> Result<(), ValidationError>
             non_empty("send_message.message", &m.message, MAX_MLS_MESSAGE_BYTES)
         }
         Body::Ack(_) => Ok(()),
-        Body::FetchGroupState(f) => {
-            non_empty("fetch_group_state.group_id", &f.group_id, MAX_GROUP_ID_BYTES)
-        }
+        Body::FetchGroupState(f) => non_empty(
+            "fetch_group_state.group_id",
+            &f.group_id,
+            MAX_GROUP_ID_BYTES,
+        ),
         Body::LinkOpen(l) => slot("link_open.slot", &l.slot),
         Body::LinkSend(l) => {
             slot("link_send.slot", &l.slot)?;

@@ -7,10 +7,8 @@ use tacit_proto::v1::{client_frame, server_frame, *};
 use tacit_proto::{decode_client_frame, decode_server_frame, encode, DecodeError};
 
 fn address() -> impl Strategy<Value = DeviceAddress> {
-    ("[a-z][a-z0-9_.-]{0,31}", any::<u64>()).prop_map(|(handle, device_id)| DeviceAddress {
-        handle,
-        device_id,
-    })
+    ("[a-z][a-z0-9_.-]{0,31}", any::<u64>())
+        .prop_map(|(handle, device_id)| DeviceAddress { handle, device_id })
 }
 
 fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
@@ -24,35 +22,64 @@ fn client_body() -> impl Strategy<Value = client_frame::Body> {
             device: Some(d),
             signature: s
         })),
-        (bytes(64), any::<u64>(), bytes(300), bytes(300), proptest::collection::vec(address(), 0..4))
-            .prop_map(|(g, epoch, commit, welcome, added)| client_frame::Body::SendCommit(
-                SendCommit { group_id: g, epoch, commit, welcome, added, removed: vec![] }
-            )),
+        (
+            bytes(64),
+            any::<u64>(),
+            bytes(300),
+            bytes(300),
+            proptest::collection::vec(address(), 0..4)
+        )
+            .prop_map(
+                |(g, epoch, commit, welcome, added)| client_frame::Body::SendCommit(SendCommit {
+                    group_id: g,
+                    epoch,
+                    commit,
+                    welcome,
+                    added,
+                    removed: vec![]
+                })
+            ),
         (bytes(64), bytes(500)).prop_map(|(g, m)| client_frame::Body::SendMessage(SendMessage {
             group_id: g,
             message: m
         })),
         any::<u64>().prop_map(|up_to_seq| client_frame::Body::Ack(Ack { up_to_seq })),
         proptest::collection::vec(bytes(200), 0..5).prop_map(|one_time| {
-            client_frame::Body::UploadKeyPackages(UploadKeyPackages { one_time, last_resort: vec![7] })
+            client_frame::Body::UploadKeyPackages(UploadKeyPackages {
+                one_time,
+                last_resort: vec![7],
+            })
         }),
     ]
 }
 
 fn server_body() -> impl Strategy<Value = server_frame::Body> {
     prop_oneof![
-        (any::<u64>(), 1i32..4, bytes(64), address(), bytes(500), any::<u64>()).prop_map(
-            |(seq, kind, group_id, sender, payload, t)| server_frame::Body::Envelope(Envelope {
-                seq,
-                kind,
-                group_id,
-                sender: Some(sender),
-                payload,
-                server_time_ms: t
-            })
-        ),
+        (
+            any::<u64>(),
+            1i32..4,
+            bytes(64),
+            address(),
+            bytes(500),
+            any::<u64>()
+        )
+            .prop_map(|(seq, kind, group_id, sender, payload, t)| {
+                server_frame::Body::Envelope(Envelope {
+                    seq,
+                    kind,
+                    group_id,
+                    sender: Some(sender),
+                    payload,
+                    server_time_ms: t,
+                })
+            }),
         (1i32..19, ".{0,40}", any::<u64>()).prop_map(|(code, message, epoch)| {
-            server_frame::Body::Error(Error { code, message, retry_after_ms: 0, current_epoch: epoch })
+            server_frame::Body::Error(Error {
+                code,
+                message,
+                retry_after_ms: 0,
+                current_epoch: epoch,
+            })
         }),
         bytes(32).prop_map(|nonce| server_frame::Body::Challenge(Challenge {
             version: ProtocolVersion::V1 as i32,
