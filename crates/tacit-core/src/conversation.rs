@@ -1,0 +1,766 @@
+//! Conversations as MLS groups: create, add and remove members, leave, send. Commits are staged
+//! here, sent by the driver, and merged only once the server has accepted them.
+
+use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
+use openmls::prelude::*;
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tacit_proto::v1;
+
+use crate::credential::{certificate_of, check_leaf, LeafCheck};
+use crate::device::{pin_in, pinned_in, Device};
+use crate::error::{mls, CoreError, Result};
+use crate::records::*;
+use crate::store::{Namespace, StoreTx};
+
+/// A commit staged locally and ready to be sent as `SendCommit`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OutgoingCommit {
+    /// The group.
+    pub group_id: Vec<u8>,
+    /// The epoch the commit was made against.
+    pub epoch: u64,
+    /// The MLS commit.
+    pub commit: Vec<u8>,
+    /// The MLS Welcome for added devices (empty if none).
+    pub welcome: Vec<u8>,
+    /// Devices the commit adds: (handle, device id).
+    pub added: Vec<(String, u64)>,
+    /// Devices the commit removes.
+    pub removed: Vec<(String, u64)>,
+}
+
+/// KeyPackages claimed from the server for one user.
+#[derive(Clone, Debug)]
+pub struct ClaimedUser {
+    /// Whose.
+    pub handle: String,
+    /// The identity key the server's directory gives for them.
+    pub identity_key: Vec<u8>,
+    /// (device id, KeyPackage) for each of their devices.
+    pub key_packages: Vec<(u64, Vec<u8>)>,
+}
+
+/// An encrypted message ready to be sent as `SendMessage`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    /// Its outbox id (pass to [`Device::outbox_sent`] once the server accepted it).
+    pub outbox_id: u64,
+    /// The group.
+    pub group_id: Vec<u8>,
+    /// The MLS message.
+    pub message: Vec<u8>,
+}
+
+pub(crate) fn group_config(config: &crate::CoreConfig) -> MlsGroupCreateConfig {
+    MlsGroupCreateConfig::builder()
+        .ciphersuite(config.ciphersuite)
+        .use_ratchet_tree_extension(true)
+        .max_past_epochs(config.max_past_epochs)
+        .sender_ratchet_configuration(config.sender_ratchet())
+        .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+        .build()
+}
+
+pub(crate) fn join_config(config: &crate::CoreConfig) -> MlsGroupJoinConfig {
+    MlsGroupJoinConfig::builder()
+        .use_ratchet_tree_extension(true)
+        .max_past_epochs(config.max_past_epochs)
+        .sender_ratchet_configuration(config.sender_ratchet())
+        .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+        .build()
+}
+
+pub(crate) fn load_group<'a>(
+    tx: &StoreTx<'_>,
+    provider: &impl OpenMlsProvider<StorageProvider = crate::store::MlsStorage<'a>>,
+    group_id: &[u8],
+) -> Result<MlsGroup> {
+    let _ = tx;
+    MlsGroup::load(provider.storage(), &GroupId::from_slice(group_id))
+        .map_err(mls)?
+        .ok_or_else(|| CoreError::UnknownConversation(hex::encode(group_id)))
+}
+
+pub(crate) fn get_conversation(tx: &StoreTx<'_>, group_id: &[u8]) -> Result<Conversation> {
+    tx.get_json(Namespace::Conversation, group_id)?
+        .ok_or_else(|| CoreError::UnknownConversation(hex::encode(group_id)))
+}
+
+pub(crate) fn put_conversation(tx: &StoreTx<'_>, c: &Conversation) -> Result<()> {
+    Ok(tx.put_json(Namespace::Conversation, &c.group_id, c)?)
+}
+
+pub(crate) fn append_history(
+    tx: &StoreTx<'_>,
+    group_id: &[u8],
+    entry: &HistoryEntry,
+) -> Result<()> {
+    let key = seen_key(group_id, &entry.message_id);
+    if tx.get(Namespace::Meta, &key)?.is_some() {
+        return Ok(());
+    }
+    tx.put(Namespace::Meta, &key, &[1])?;
+    let bytes = serde_json::to_vec(entry).map_err(|e| CoreError::Invalid(e.to_string()))?;
+    tx.log_append(&history_list(group_id), &bytes)?;
+    Ok(())
+}
+
+pub(crate) fn system_line(tx: &StoreTx<'_>, group_id: &[u8], by: &str, text: String) -> Result<()> {
+    let mut id = b"sys:".to_vec();
+    id.extend_from_slice(&rand::random::<[u8; 16]>());
+    append_history(
+        tx,
+        group_id,
+        &HistoryEntry {
+            message_id: id,
+            sender: by.to_owned(),
+            sender_device: 0,
+            sent_at_ms: now_ms(),
+            text,
+            outgoing: false,
+            system: true,
+        },
+    )
+}
+
+/// Handles and device names of a group's members, from their certificates.
+pub(crate) fn member_devices(group: &MlsGroup) -> Vec<(String, u64)> {
+    group
+        .members()
+        .filter_map(|m| certificate_of(&m.credential).ok())
+        .map(|c| (c.handle, c.device_id))
+        .collect()
+}
+
+fn device_name(handle: &str, device_id: u64) -> String {
+    format!("{handle}/{device_id:016x}")
+}
+
+impl Device {
+    /// Creates a new conversation with this device as its only member. `direct_peer` marks a
+    /// 1:1 conversation. Register it with the server (`CreateGroup`) and then add members.
+    pub fn create_conversation(
+        &mut self,
+        name: &str,
+        direct_peer: Option<&str>,
+    ) -> Result<Conversation> {
+        let Device {
+            store,
+            crypto,
+            config,
+            account,
+        } = self;
+        let account = account.as_ref().ok_or(CoreError::NoAccount)?;
+        let group_id = rand::random::<[u8; 16]>().to_vec();
+        store.transaction(|tx| {
+            let provider = tx.provider(crypto);
+            MlsGroup::new_with_group_id(
+                &provider,
+                &account.signer(),
+                &group_config(config),
+                GroupId::from_slice(&group_id),
+                account.credential(),
+            )
+            .map_err(mls)?;
+            let conversation = Conversation {
+                group_id: group_id.clone(),
+                name: name.to_owned(),
+                direct_peer: direct_peer.map(str::to_owned),
+                active: true,
+                created_at_ms: now_ms(),
+            };
+            put_conversation(tx, &conversation)?;
+            system_line(
+                tx,
+                &group_id,
+                &account.handle,
+                format!("{} created the conversation", account.handle),
+            )?;
+            Ok(conversation)
+        })
+    }
+
+    /// Stages a commit adding every claimed device. Each KeyPackage must carry a certificate
+    /// for the claimed handle and device, signed by the identity key pinned for that handle (it
+    /// is pinned now if it was unknown; a changed key is refused).
+    pub fn prepare_add(
+        &mut self,
+        group_id: &[u8],
+        users: &[ClaimedUser],
+    ) -> Result<OutgoingCommit> {
+        let Device {
+            store,
+            crypto,
+            account,
+            ..
+        } = self;
+        let _ = account.as_ref().ok_or(CoreError::NoAccount)?;
+        let account = account.as_ref().ok_or(CoreError::NoAccount)?;
+        store.transaction(|tx| {
+            let provider = tx.provider(crypto);
+            let mut group = load_group(tx, &provider, group_id)?;
+            let present = member_devices(&group);
+            let mut key_packages = Vec::new();
+            let mut added = Vec::new();
+            for user in users {
+                pin_in(tx, &user.handle, &user.identity_key)?;
+                for (device_id, bytes) in &user.key_packages {
+                    if present.contains(&(user.handle.clone(), *device_id)) {
+                        continue;
+                    }
+                    let name = device_name(&user.handle, *device_id);
+                    let kp = KeyPackageIn::tls_deserialize_exact(bytes.as_slice())
+                        .map_err(|e| CoreError::BadDevice {
+                            device: name.clone(),
+                            reason: format!("malformed KeyPackage: {e}"),
+                        })?
+                        .validate(provider.crypto(), ProtocolVersion::Mls10)
+                        .map_err(|e| CoreError::BadDevice {
+                            device: name.clone(),
+                            reason: format!("invalid KeyPackage: {e:?}"),
+                        })?;
+                    let leaf = kp.leaf_node();
+                    match check_leaf(leaf.credential(), leaf.signature_key().as_slice(), |h| {
+                        pinned_in(tx, h)
+                    })? {
+                        LeafCheck::Valid(cert)
+                            if cert.handle == user.handle && cert.device_id == *device_id => {}
+                        LeafCheck::Valid(cert) => {
+                            return Err(CoreError::BadDevice {
+                                device: name,
+                                reason: format!(
+                                    "its KeyPackage is certified for {}",
+                                    cert.device_name()
+                                ),
+                            })
+                        }
+                        LeafCheck::UnknownIdentity(h) => {
+                            return Err(CoreError::BadDevice {
+                                device: name,
+                                reason: format!(
+                                    "its KeyPackage is certified for another user ({h})"
+                                ),
+                            })
+                        }
+                    }
+                    key_packages.push(kp);
+                    added.push((user.handle.clone(), *device_id));
+                }
+            }
+            if key_packages.is_empty() {
+                return Err(CoreError::Invalid(
+                    "everyone named is already in the conversation".into(),
+                ));
+            }
+            let epoch = group.epoch().as_u64();
+            let bundle = group
+                .commit_builder()
+                .propose_adds(key_packages)
+                .load_psks(provider.storage())
+                .map_err(mls)?
+                .build(
+                    provider.rand(),
+                    provider.crypto(),
+                    &account.signer(),
+                    |_| true,
+                )
+                .map_err(mls)?
+                .stage_commit(&provider)
+                .map_err(mls)?;
+            let (commit, welcome, _) = bundle.into_messages();
+            let welcome = welcome
+                .map(|w| w.tls_serialize_detached())
+                .transpose()
+                .map_err(mls)?
+                .unwrap_or_default();
+            let outgoing = OutgoingCommit {
+                group_id: group_id.to_vec(),
+                epoch,
+                commit: commit.tls_serialize_detached().map_err(mls)?,
+                welcome,
+                added,
+                removed: vec![],
+            };
+            record_inflight(tx, &outgoing, true)?;
+            Ok(outgoing)
+        })
+    }
+
+    /// Stages a commit removing every device of the named users.
+    pub fn prepare_remove(
+        &mut self,
+        group_id: &[u8],
+        handles: &[String],
+    ) -> Result<OutgoingCommit> {
+        let Device {
+            store,
+            crypto,
+            account,
+            ..
+        } = self;
+        let account = account.as_ref().ok_or(CoreError::NoAccount)?;
+        store.transaction(|tx| {
+            let provider = tx.provider(crypto);
+            let mut group = load_group(tx, &provider, group_id)?;
+            let mut indexes = Vec::new();
+            let mut removed = Vec::new();
+            for m in group.members() {
+                if let Ok(cert) = certificate_of(&m.credential) {
+                    if handles.contains(&cert.handle) {
+                        indexes.push(m.index);
+                        removed.push((cert.handle, cert.device_id));
+                    }
+                }
+            }
+            if indexes.is_empty() {
+                return Err(CoreError::Invalid(format!(
+                    "none of {handles:?} is in this conversation"
+                )));
+            }
+            if indexes.contains(&group.own_leaf_index()) {
+                return Err(CoreError::Invalid(
+                    "to remove yourself, use `tacit group leave`".into(),
+                ));
+            }
+            let epoch = group.epoch().as_u64();
+            let (commit, welcome, _) = group
+                .remove_members(&provider, &account.signer(), &indexes)
+                .map_err(mls)?;
+            let outgoing = OutgoingCommit {
+                group_id: group_id.to_vec(),
+                epoch,
+                commit: commit.tls_serialize_detached().map_err(mls)?,
+                welcome: welcome
+                    .map(|w| w.tls_serialize_detached())
+                    .transpose()
+                    .map_err(mls)?
+                    .unwrap_or_default(),
+                added: vec![],
+                removed,
+            };
+            record_inflight(tx, &outgoing, false)?;
+            Ok(outgoing)
+        })
+    }
+
+    /// Stages a commit of the proposals waiting in the group (e.g. a member's request to
+    /// leave). Returns None if there is nothing to commit.
+    pub fn prepare_commit_pending(&mut self, group_id: &[u8]) -> Result<Option<OutgoingCommit>> {
+        let Device {
+            store,
+            crypto,
+            account,
+            ..
+        } = self;
+        let account = account.as_ref().ok_or(CoreError::NoAccount)?;
+        store.transaction(|tx| {
+            let provider = tx.provider(crypto);
+            let mut group = load_group(tx, &provider, group_id)?;
+            if !group.has_pending_proposals() || !group.is_active() {
+                return Ok(None);
+            }
+            let mut removed = Vec::new();
+            for p in group.pending_proposals() {
+                if let Proposal::Remove(r) = p.proposal() {
+                    if let Some(m) = group.member_at(r.removed()) {
+                        if let Ok(cert) = certificate_of(&m.credential) {
+                            removed.push((cert.handle, cert.device_id));
+                        }
+                    }
+                }
+            }
+            let epoch = group.epoch().as_u64();
+            let (commit, welcome, _) = group
+                .commit_to_pending_proposals(&provider, &account.signer())
+                .map_err(mls)?;
+            let outgoing = OutgoingCommit {
+                group_id: group_id.to_vec(),
+                epoch,
+                commit: commit.tls_serialize_detached().map_err(mls)?,
+                welcome: welcome
+                    .map(|w| w.tls_serialize_detached())
+                    .transpose()
+                    .map_err(mls)?
+                    .unwrap_or_default(),
+                added: vec![],
+                removed,
+            };
+            record_inflight(tx, &outgoing, false)?;
+            Ok(Some(outgoing))
+        })
+    }
+
+    /// Stages a self-update commit: fresh leaf keys for this device (post-compromise security).
+    pub fn prepare_self_update(&mut self, group_id: &[u8]) -> Result<OutgoingCommit> {
+        let Device {
+            store,
+            crypto,
+            account,
+            ..
+        } = self;
+        let account = account.as_ref().ok_or(CoreError::NoAccount)?;
+        store.transaction(|tx| {
+            let provider = tx.provider(crypto);
+            let mut group = load_group(tx, &provider, group_id)?;
+            let epoch = group.epoch().as_u64();
+            let bundle = group
+                .self_update(&provider, &account.signer(), LeafNodeParameters::default())
+                .map_err(mls)?;
+            let (commit, _, _) = bundle.into_messages();
+            let outgoing = OutgoingCommit {
+                group_id: group_id.to_vec(),
+                epoch,
+                commit: commit.tls_serialize_detached().map_err(mls)?,
+                welcome: vec![],
+                added: vec![],
+                removed: vec![],
+            };
+            record_inflight(tx, &outgoing, false)?;
+            Ok(outgoing)
+        })
+    }
+
+    /// The server accepted our commit: merge it. Returns the conversation meta message to send
+    /// when the commit added devices (so that they learn the conversation's name).
+    pub fn commit_accepted(&mut self, group_id: &[u8]) -> Result<Option<OutgoingMessage>> {
+        let announce = {
+            let Device {
+                store,
+                crypto,
+                account,
+                ..
+            } = self;
+            let account = account.as_ref().ok_or(CoreError::NoAccount)?;
+            store.transaction(|tx| merge_own_commit(tx, crypto, &account.handle, group_id))?
+        };
+        if announce {
+            return self.encrypt_meta(group_id).map(Some);
+        }
+        Ok(None)
+    }
+
+    /// The server refused our commit (the epoch moved on): drop it. The driver catches up on
+    /// the missed commits and then retries the intent.
+    pub fn commit_rejected(&mut self, group_id: &[u8]) -> Result<()> {
+        let Device { store, crypto, .. } = self;
+        store.transaction(|tx| {
+            let provider = tx.provider(crypto);
+            let mut group = load_group(tx, &provider, group_id)?;
+            group
+                .clear_pending_commit(provider.storage())
+                .map_err(mls)?;
+            tx.delete(Namespace::Meta, &inflight_key(group_id))?;
+            Ok(())
+        })
+    }
+
+    /// Commits staged but not yet known to be accepted (after a crash, resend them).
+    pub fn inflight_commits(&mut self) -> Result<Vec<OutgoingCommit>> {
+        let conversations = self.conversations()?;
+        self.store.transaction(|tx| {
+            let mut out = Vec::new();
+            for c in conversations {
+                let f: Option<InFlightCommit> =
+                    tx.get_json(Namespace::Meta, &inflight_key(&c.group_id))?;
+                if let Some(f) = f {
+                    out.push(f.outgoing);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// The group's current epoch.
+    pub fn epoch(&mut self, group_id: &[u8]) -> Result<u64> {
+        let Device { store, crypto, .. } = self;
+        store.transaction(|tx| {
+            let provider = tx.provider(crypto);
+            Ok(load_group(tx, &provider, group_id)?.epoch().as_u64())
+        })
+    }
+
+    /// Encrypts a text message, records it in history and puts it in the outbox, all at once.
+    pub fn encrypt_text(&mut self, group_id: &[u8], text: &str) -> Result<OutgoingMessage> {
+        let body = v1::content::Body::Text(text.to_owned());
+        self.encrypt_content(group_id, body, Some(text))
+    }
+
+    fn encrypt_meta(&mut self, group_id: &[u8]) -> Result<OutgoingMessage> {
+        let conversation = self
+            .store
+            .transaction(|tx| get_conversation(tx, group_id))?;
+        let body = v1::content::Body::Meta(v1::ConversationMeta {
+            name: if conversation.direct_peer.is_some() {
+                String::new()
+            } else {
+                conversation.name
+            },
+            direct: conversation.direct_peer.is_some(),
+        });
+        self.encrypt_content(group_id, body, None)
+    }
+
+    fn encrypt_content(
+        &mut self,
+        group_id: &[u8],
+        body: v1::content::Body,
+        history_text: Option<&str>,
+    ) -> Result<OutgoingMessage> {
+        let Device {
+            store,
+            crypto,
+            account,
+            ..
+        } = self;
+        let account = account.as_ref().ok_or(CoreError::NoAccount)?;
+        store.transaction(|tx| {
+            let conversation = get_conversation(tx, group_id)?;
+            if !conversation.active {
+                return Err(CoreError::NotAMember(conversation.name));
+            }
+            let provider = tx.provider(crypto);
+            let mut group = load_group(tx, &provider, group_id)?;
+            let message_id = rand::random::<[u8; 16]>().to_vec();
+            let sent_at_ms = now_ms();
+            let content = v1::Content {
+                message_id: message_id.clone(),
+                sent_at_ms,
+                body: Some(body),
+            };
+            let message = group
+                .create_message(&provider, &account.signer(), &content.encode_to_vec())
+                .map_err(mls)?
+                .tls_serialize_detached()
+                .map_err(mls)?;
+            if let Some(text) = history_text {
+                append_history(
+                    tx,
+                    group_id,
+                    &HistoryEntry {
+                        message_id,
+                        sender: account.handle.clone(),
+                        sender_device: account.device_id,
+                        sent_at_ms,
+                        text: text.to_owned(),
+                        outgoing: true,
+                        system: false,
+                    },
+                )?;
+            }
+            let id: u64 = tx.get_json(Namespace::Meta, META_OUTBOX_NEXT)?.unwrap_or(1);
+            tx.put_json(Namespace::Meta, META_OUTBOX_NEXT, &(id + 1))?;
+            let item = OutboxItem {
+                id,
+                group_id: group_id.to_vec(),
+                message: message.clone(),
+            };
+            tx.put_json(Namespace::Outbox, &id.to_be_bytes(), &item)?;
+            Ok(OutgoingMessage {
+                outbox_id: id,
+                group_id: group_id.to_vec(),
+                message,
+            })
+        })
+    }
+
+    /// Messages encrypted but not yet accepted by the server, oldest first.
+    pub fn outbox(&mut self) -> Result<Vec<OutboxItem>> {
+        self.store.transaction(|tx| {
+            let mut items = Vec::new();
+            for v in tx.values(Namespace::Outbox)? {
+                let item: OutboxItem =
+                    serde_json::from_slice(&v).map_err(|e| CoreError::Malformed {
+                        what: "outbox item",
+                        reason: e.to_string(),
+                    })?;
+                items.push(item);
+            }
+            items.sort_by_key(|i| i.id);
+            Ok(items)
+        })
+    }
+
+    /// The server accepted an outbox item: forget it.
+    pub fn outbox_sent(&mut self, outbox_id: u64) -> Result<()> {
+        self.store
+            .transaction(|tx| Ok(tx.delete(Namespace::Outbox, &outbox_id.to_be_bytes())?))
+    }
+
+    /// Creates the MLS proposal asking the other members to remove this device, and marks the
+    /// conversation as left. Send the returned message with `SendMessage`.
+    pub fn leave(&mut self, group_id: &[u8]) -> Result<Vec<u8>> {
+        let Device {
+            store,
+            crypto,
+            account,
+            ..
+        } = self;
+        let account = account.as_ref().ok_or(CoreError::NoAccount)?;
+        store.transaction(|tx| {
+            let provider = tx.provider(crypto);
+            let mut group = load_group(tx, &provider, group_id)?;
+            let message = group
+                .leave_group(&provider, &account.signer())
+                .map_err(mls)?
+                .tls_serialize_detached()
+                .map_err(mls)?;
+            let mut c = get_conversation(tx, group_id)?;
+            c.active = false;
+            put_conversation(tx, &c)?;
+            system_line(
+                tx,
+                group_id,
+                &account.handle,
+                "you left the conversation".into(),
+            )?;
+            Ok(message)
+        })
+    }
+
+    /// All conversations, oldest first.
+    pub fn conversations(&mut self) -> Result<Vec<Conversation>> {
+        self.store.transaction(|tx| {
+            let mut list = Vec::new();
+            for v in tx.values(Namespace::Conversation)? {
+                let c: Conversation =
+                    serde_json::from_slice(&v).map_err(|e| CoreError::Malformed {
+                        what: "conversation",
+                        reason: e.to_string(),
+                    })?;
+                list.push(c);
+            }
+            list.sort_by_key(|c| c.created_at_ms);
+            Ok(list)
+        })
+    }
+
+    /// Finds a conversation by short id, group name, or (for 1:1) peer handle. An active 1:1
+    /// conversation with that handle wins over a group of the same name.
+    pub fn find_conversation(&mut self, target: &str) -> Result<Option<Conversation>> {
+        let list = self.conversations()?;
+        let pick = |pred: &dyn Fn(&Conversation) -> bool| {
+            list.iter()
+                .filter(|c| pred(c))
+                .max_by_key(|c| (c.active, c.created_at_ms))
+                .cloned()
+        };
+        Ok(pick(&|c| c.direct_peer.as_deref() == Some(target))
+            .or_else(|| pick(&|c| c.direct_peer.is_none() && c.name == target))
+            .or_else(|| pick(&|c| c.short_id() == target || hex::encode(&c.group_id) == target)))
+    }
+
+    /// The conversation's history, oldest first.
+    pub fn history(&mut self, group_id: &[u8]) -> Result<Vec<HistoryEntry>> {
+        self.store.transaction(|tx| {
+            let mut out = Vec::new();
+            let mut after = 0;
+            loop {
+                let rows = tx.log_read(&history_list(group_id), after, 500)?;
+                if rows.is_empty() {
+                    break;
+                }
+                for (id, v) in rows {
+                    after = id;
+                    out.push(
+                        serde_json::from_slice(&v).map_err(|e| CoreError::Malformed {
+                            what: "history entry",
+                            reason: e.to_string(),
+                        })?,
+                    );
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// The conversation's member devices as (handle, device id), from their certificates.
+    pub fn members(&mut self, group_id: &[u8]) -> Result<Vec<(String, u64)>> {
+        let Device { store, crypto, .. } = self;
+        store.transaction(|tx| {
+            let provider = tx.provider(crypto);
+            Ok(member_devices(&load_group(tx, &provider, group_id)?))
+        })
+    }
+
+    /// Tries to decrypt an MLS message for a group without keeping any effect (used to show that
+    /// a removed member cannot read later messages). Returns the text if it could.
+    pub fn probe_decrypt(&mut self, group_id: &[u8], message: &[u8]) -> Result<String> {
+        let Device { store, crypto, .. } = self;
+        store
+            .transaction(|tx| -> Result<String> {
+                let provider = tx.provider(crypto);
+                let mut group = load_group(tx, &provider, group_id)?;
+                let msg = MlsMessageIn::tls_deserialize_exact(message).map_err(mls)?;
+                let protocol = msg.try_into_protocol_message().map_err(mls)?;
+                let processed = group.process_message(&provider, protocol).map_err(mls)?;
+                let text = match processed.into_content() {
+                    ProcessedMessageContent::ApplicationMessage(a) => {
+                        let content =
+                            v1::Content::decode(a.into_bytes().as_slice()).map_err(mls)?;
+                        match content.body {
+                            Some(v1::content::Body::Text(t)) => t,
+                            _ => String::new(),
+                        }
+                    }
+                    _ => String::new(),
+                };
+                // Never keep the effect.
+                Err(CoreError::Invalid(format!("probe:{text}")))
+            })
+            .or_else(|e| match e {
+                CoreError::Invalid(s) if s.starts_with("probe:") => {
+                    Ok(s["probe:".len()..].to_owned())
+                }
+                other => Err(other),
+            })
+    }
+}
+
+fn record_inflight(tx: &StoreTx<'_>, outgoing: &OutgoingCommit, announce_meta: bool) -> Result<()> {
+    let record = InFlightCommit {
+        commit_hash: Sha256::digest(&outgoing.commit).to_vec(),
+        outgoing: outgoing.clone(),
+        announce_meta,
+    };
+    Ok(tx.put_json(Namespace::Meta, &inflight_key(&outgoing.group_id), &record)?)
+}
+
+/// Merges this device's pending commit and writes history lines. Returns whether the
+/// conversation meta should be announced.
+pub(crate) fn merge_own_commit(
+    tx: &StoreTx<'_>,
+    crypto: &openmls_rust_crypto::RustCrypto,
+    me: &str,
+    group_id: &[u8],
+) -> Result<bool> {
+    let inflight: Option<InFlightCommit> = tx.get_json(Namespace::Meta, &inflight_key(group_id))?;
+    let Some(inflight) = inflight else {
+        return Ok(false);
+    };
+    let provider = tx.provider(crypto);
+    let mut group = load_group(tx, &provider, group_id)?;
+    group.merge_pending_commit(&provider).map_err(mls)?;
+    tx.delete(Namespace::Meta, &inflight_key(group_id))?;
+    let o = &inflight.outgoing;
+    if !o.added.is_empty() {
+        let names: Vec<_> = o.added.iter().map(|(h, d)| device_name(h, *d)).collect();
+        system_line(tx, group_id, me, format!("{me} added {}", names.join(", ")))?;
+    }
+    if !o.removed.is_empty() {
+        let names: Vec<_> = o.removed.iter().map(|(h, d)| device_name(h, *d)).collect();
+        system_line(
+            tx,
+            group_id,
+            me,
+            format!("{me} removed {}", names.join(", ")),
+        )?;
+    }
+    Ok(inflight.announce_meta)
+}
+
+pub(crate) fn inflight_hash(tx: &StoreTx<'_>, group_id: &[u8]) -> Result<Option<Vec<u8>>> {
+    let inflight: Option<InFlightCommit> = tx.get_json(Namespace::Meta, &inflight_key(group_id))?;
+    Ok(inflight.map(|f| f.commit_hash))
+}

@@ -1,0 +1,117 @@
+//! What the core keeps in the local store besides OpenMLS state: account, conversations,
+//! history, pins, outbox, in-flight commits. All of it is encrypted at rest by the store.
+
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// Meta keys.
+pub(crate) const META_ACCOUNT: &[u8] = b"account";
+pub(crate) const META_LAST_SEQ: &[u8] = b"last_seq";
+pub(crate) const META_OUTBOX_NEXT: &[u8] = b"outbox_next";
+
+/// The device's own account, with its secrets. Wiped from memory when dropped.
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub(crate) struct StoredAccount {
+    pub handle: String,
+    pub device_id: u64,
+    pub device_secret: Vec<u8>,
+    pub identity_secret: Vec<u8>,
+    pub certificate: Vec<u8>,
+    pub server_url: String,
+}
+
+/// A conversation this device takes part in (or took part in).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Conversation {
+    /// The MLS group id.
+    pub group_id: Vec<u8>,
+    /// Display name: the group's name, or the peer's handle for a 1:1 conversation.
+    pub name: String,
+    /// For a 1:1 conversation, the other person's handle.
+    pub direct_peer: Option<String>,
+    /// False once this device was removed or left.
+    pub active: bool,
+    /// When this device created or joined it, in ms since the Unix epoch.
+    pub created_at_ms: u64,
+}
+
+impl Conversation {
+    /// The id people type: the first 8 hex digits of the group id.
+    pub fn short_id(&self) -> String {
+        hex::encode(&self.group_id).chars().take(8).collect()
+    }
+}
+
+/// One line of a conversation's history.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// Random id chosen by the sender, used to drop duplicates.
+    pub message_id: Vec<u8>,
+    /// Who sent it (for system lines: who caused it).
+    pub sender: String,
+    /// The sending device.
+    pub sender_device: u64,
+    /// The sender's clock, ms since the Unix epoch.
+    pub sent_at_ms: u64,
+    /// What it says (text messages), or a description (system lines).
+    pub text: String,
+    /// Whether this device sent it.
+    pub outgoing: bool,
+    /// A system line (membership change) rather than a message.
+    pub system: bool,
+}
+
+/// A pinned identity key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Pin {
+    pub handle: String,
+    pub identity_key: Vec<u8>,
+    pub pinned_at_ms: u64,
+}
+
+/// An encrypted message waiting to be accepted by the server. Survives restarts.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OutboxItem {
+    /// Position in the outbox; items are sent in this order.
+    pub id: u64,
+    /// The group it is for.
+    pub group_id: Vec<u8>,
+    /// The MLS message (RFC 9420 encoding).
+    pub message: Vec<u8>,
+}
+
+/// A commit sent (or about to be sent) to the server and not yet known to be accepted or refused.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct InFlightCommit {
+    pub commit_hash: Vec<u8>,
+    pub outgoing: crate::OutgoingCommit,
+    /// Content to announce once the commit is merged (conversation meta after adds).
+    pub announce_meta: bool,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn history_list(group_id: &[u8]) -> Vec<u8> {
+    let mut list = b"history:".to_vec();
+    list.extend_from_slice(group_id);
+    list
+}
+
+pub(crate) fn inflight_key(group_id: &[u8]) -> Vec<u8> {
+    let mut key = b"inflight:".to_vec();
+    key.extend_from_slice(group_id);
+    key
+}
+
+pub(crate) fn seen_key(group_id: &[u8], message_id: &[u8]) -> Vec<u8> {
+    let mut key = b"seen:".to_vec();
+    key.extend_from_slice(group_id);
+    key.push(b':');
+    key.extend_from_slice(message_id);
+    key
+}

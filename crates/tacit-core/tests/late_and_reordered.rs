@@ -1,0 +1,228 @@
+//! Sans-IO behaviour of the core, without a server: envelopes are handed from one device to
+//! another directly, in whatever order the test wants.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use tacit_core::store::{LocalStore, StoreKey};
+use tacit_core::{ClaimedUser, CoreConfig, CoreError, Device, Event, Processed};
+use tacit_proto::v1::{DeviceAddress, Envelope, EnvelopeKind};
+
+struct Peer {
+    device: Device,
+    seq: u64,
+}
+
+impl Peer {
+    fn new(handle: &str) -> Peer {
+        let store = LocalStore::open_in_memory(&StoreKey::generate()).unwrap();
+        let mut device = Device::open(store, CoreConfig::default()).unwrap();
+        device
+            .create_account(handle, "ws://127.0.0.1:1/v1")
+            .unwrap();
+        Peer { device, seq: 0 }
+    }
+
+    fn claimed(&mut self) -> ClaimedUser {
+        let reg = self.device.registration().unwrap();
+        ClaimedUser {
+            handle: reg.handle,
+            identity_key: reg.identity_key.to_bytes().to_vec(),
+            key_packages: vec![(
+                reg.device_id,
+                self.device.new_key_packages(1).unwrap().remove(0),
+            )],
+        }
+    }
+
+    fn deliver(
+        &mut self,
+        kind: EnvelopeKind,
+        group_id: &[u8],
+        payload: &[u8],
+        from: &str,
+    ) -> tacit_core::Result<Processed> {
+        self.seq += 1;
+        let envelope = Envelope {
+            seq: self.seq,
+            kind: kind as i32,
+            group_id: group_id.to_vec(),
+            sender: Some(DeviceAddress {
+                handle: from.into(),
+                device_id: 1,
+            }),
+            payload: payload.to_vec(),
+            server_time_ms: 0,
+        };
+        self.device.process_envelope(&envelope)
+    }
+
+    fn pin(&mut self, other: &mut Peer) {
+        let reg = other.device.registration().unwrap();
+        self.device
+            .pin_identity(&reg.handle, &reg.identity_key.to_bytes())
+            .unwrap();
+    }
+}
+
+fn texts(p: Processed) -> Vec<String> {
+    match p {
+        Processed::Events(ev) => ev
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Message { text, .. } => Some(text),
+                _ => None,
+            })
+            .collect(),
+        Processed::Duplicate => vec![],
+    }
+}
+
+/// alice creates a group with bob; returns its id.
+fn pair(alice: &mut Peer, bob: &mut Peer) -> Vec<u8> {
+    let c = alice.device.create_conversation("pair", None).unwrap();
+    let claimed = bob.claimed();
+    let commit = alice.device.prepare_add(&c.group_id, &[claimed]).unwrap();
+    alice.device.commit_accepted(&c.group_id).unwrap();
+    bob.pin(alice);
+    bob.deliver(EnvelopeKind::Welcome, &c.group_id, &commit.welcome, "alice")
+        .unwrap();
+    c.group_id
+}
+
+#[test]
+fn twenty_messages_in_reverse_order_all_decrypt() {
+    let mut alice = Peer::new("alice");
+    let mut bob = Peer::new("bob");
+    let gid = pair(&mut alice, &mut bob);
+    let sent: Vec<_> = (0..20)
+        .map(|i| alice.device.encrypt_text(&gid, &format!("m{i}")).unwrap())
+        .collect();
+    let mut got = Vec::new();
+    for m in sent.iter().rev() {
+        got.extend(texts(
+            bob.deliver(EnvelopeKind::Message, &gid, &m.message, "alice")
+                .unwrap(),
+        ));
+    }
+    let expected: Vec<_> = (0..20).rev().map(|i| format!("m{i}")).collect();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn message_from_previous_epoch_decrypts_after_the_commit() {
+    let mut alice = Peer::new("alice");
+    let mut bob = Peer::new("bob");
+    let gid = pair(&mut alice, &mut bob);
+    let late = alice
+        .device
+        .encrypt_text(&gid, "sent before the commit")
+        .unwrap();
+    let update = alice.device.prepare_self_update(&gid).unwrap();
+    alice.device.commit_accepted(&gid).unwrap();
+    let before = bob.device.epoch(&gid).unwrap();
+    bob.deliver(EnvelopeKind::Commit, &gid, &update.commit, "alice")
+        .unwrap();
+    assert_eq!(bob.device.epoch(&gid).unwrap(), before + 1);
+    let got = texts(
+        bob.deliver(EnvelopeKind::Message, &gid, &late.message, "alice")
+            .unwrap(),
+    );
+    assert_eq!(got, vec!["sent before the commit"]);
+}
+
+#[test]
+fn redelivered_envelope_is_a_duplicate() {
+    let mut alice = Peer::new("alice");
+    let mut bob = Peer::new("bob");
+    let gid = pair(&mut alice, &mut bob);
+    let m = alice.device.encrypt_text(&gid, "once").unwrap();
+    assert_eq!(
+        texts(
+            bob.deliver(EnvelopeKind::Message, &gid, &m.message, "alice")
+                .unwrap()
+        ),
+        vec!["once"]
+    );
+    let envelope = Envelope {
+        seq: bob.seq,
+        kind: EnvelopeKind::Message as i32,
+        group_id: gid.clone(),
+        sender: None,
+        payload: m.message.clone(),
+        server_time_ms: 0,
+    };
+    assert_eq!(
+        bob.device.process_envelope(&envelope).unwrap(),
+        Processed::Duplicate
+    );
+    let (hist, _) = (bob.device.history(&gid).unwrap(), ());
+    assert_eq!(hist.iter().filter(|h| h.text == "once").count(), 1);
+}
+
+#[test]
+fn unknown_identity_asks_the_driver_and_changes_nothing() {
+    let mut alice = Peer::new("alice");
+    let mut bob = Peer::new("bob");
+    let c = alice.device.create_conversation("pair", None).unwrap();
+    let claimed = bob.claimed();
+    let commit = alice.device.prepare_add(&c.group_id, &[claimed]).unwrap();
+    alice.device.commit_accepted(&c.group_id).unwrap();
+    // bob has not pinned alice yet.
+    match bob.deliver(EnvelopeKind::Welcome, &c.group_id, &commit.welcome, "alice") {
+        Err(CoreError::UnknownIdentities(h)) => assert_eq!(h, vec!["alice".to_string()]),
+        other => panic!("expected UnknownIdentities, got {other:?}"),
+    }
+    assert_eq!(bob.device.last_seq().unwrap(), 0, "nothing recorded");
+    bob.pin(&mut alice);
+    bob.seq -= 1; // the driver retries the same envelope
+    bob.deliver(EnvelopeKind::Welcome, &c.group_id, &commit.welcome, "alice")
+        .unwrap();
+    assert_eq!(bob.device.conversations().unwrap().len(), 1);
+}
+
+#[test]
+fn a_changed_identity_key_is_refused() {
+    let mut alice = Peer::new("alice");
+    let mut bob = Peer::new("bob");
+    alice.pin(&mut bob);
+    let impostor = Peer::new("bob");
+    let key = impostor
+        .device
+        .registration()
+        .unwrap()
+        .identity_key
+        .to_bytes();
+    match alice.device.pin_identity("bob", &key) {
+        Err(CoreError::IdentityChanged { handle, .. }) => assert_eq!(handle, "bob"),
+        other => panic!("expected IdentityChanged, got {other:?}"),
+    }
+    // And KeyPackages certified by the impostor's key are refused when adding "bob".
+    let c = alice.device.create_conversation("g", None).unwrap();
+    let mut imp = impostor;
+    let claimed = imp.claimed();
+    assert!(matches!(
+        alice.device.prepare_add(&c.group_id, &[claimed]),
+        Err(CoreError::IdentityChanged { .. })
+    ));
+}
+
+#[test]
+fn key_package_with_certificate_from_wrong_identity_is_refused_by_name() {
+    let mut alice = Peer::new("alice");
+    let mut bob = Peer::new("bob");
+    let mut mallory = Peer::new("bob"); // claims to be bob, own identity key
+    alice.pin(&mut bob);
+    let c = alice.device.create_conversation("g", None).unwrap();
+    let mut claimed = mallory.claimed();
+    // The directory (or an attacker) pairs mallory's KeyPackage with bob's real identity key.
+    claimed.identity_key = bob
+        .device
+        .registration()
+        .unwrap()
+        .identity_key
+        .to_bytes()
+        .to_vec();
+    match alice.device.prepare_add(&c.group_id, &[claimed]) {
+        Err(CoreError::BadDevice { device, .. }) => assert!(device.starts_with("bob/"), "{device}"),
+        other => panic!("expected BadDevice, got {other:?}"),
+    }
+}
