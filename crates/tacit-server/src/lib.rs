@@ -1,1 +1,188 @@
-//! placeholder
+//! The Tacit relay server: directory, per-device delivery queues, group ordering and device
+//! authentication — and nothing that could read a conversation.
+//!
+//! It stores identity and device public keys, device certificates, KeyPackages, each group's id,
+//! epoch and member devices, and opaque MLS ciphertexts queued per device. A message is
+//! acknowledged to its sender only after it is committed for every recipient device; connected
+//! devices get it pushed at once, others drain their queue in order when they reconnect. Commits
+//! are ordered per group: only one commit per epoch is accepted. See `docs/protocol.md`.
+#![forbid(unsafe_code)]
+
+mod config;
+mod connection;
+mod error;
+pub mod link;
+pub mod notifier;
+pub mod ratelimit;
+mod state;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tokio::sync::watch;
+
+pub use config::{Limits, ServerConfig, TlsConfig};
+pub use error::ServerError;
+
+use state::AppState;
+use store::{SqliteStore, Store};
+
+/// How often expired envelopes are purged.
+const PURGE_INTERVAL_SECS: u64 = 300;
+
+/// A server that is listening.
+pub struct RunningServer {
+    addr: SocketAddr,
+    tls: bool,
+    handle: axum_server::Handle<SocketAddr>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    purge: tokio::task::JoinHandle<()>,
+    shutdown: watch::Sender<bool>,
+    grace: Duration,
+}
+
+impl RunningServer {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The URL clients connect to.
+    pub fn url(&self) -> String {
+        format!("{}://{}/v1", if self.tls { "wss" } else { "ws" }, self.addr)
+    }
+
+    /// Stops accepting connections, closes the open ones, lets in-flight requests finish (within
+    /// the grace period) and closes the database.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        self.handle.graceful_shutdown(Some(self.grace));
+        self.purge.abort();
+        let _ = self.task.await;
+        tracing::info!("server stopped");
+    }
+}
+
+async fn ws_handler(
+    ws: WebSocketUpgrade,
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> impl IntoResponse {
+    // Frames up to twice the limit reach the handler, which answers FRAME_TOO_LARGE and keeps
+    // the connection; larger ones are cut off by the WebSocket layer.
+    let ws_limit = state.limits.max_frame_bytes.saturating_mul(2);
+    ws.max_message_size(ws_limit)
+        .max_frame_size(ws_limit)
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(8 * 1024)
+        .max_write_buffer_size(ws_limit.saturating_mul(2))
+        .on_upgrade(move |socket| connection::serve(socket, state, peer))
+}
+
+/// Starts the server and returns once it is listening.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    if config.tls.is_none()
+        && !config.listen.ip().is_loopback()
+        && !config.allow_insecure_non_loopback
+    {
+        return Err(ServerError::InsecureListen(config.listen));
+    }
+    let dir = config.data_dir.clone();
+    let store: Arc<dyn Store> = Arc::new(
+        tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
+            .await
+            .map_err(|e| ServerError::Io(std::io::Error::other(e)))??,
+    );
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        notifier: Arc::new(notifier::LocalNotifier::default()),
+        limits: config.limits.clone(),
+        links: link::LinkSlots::default(),
+        buckets: Default::default(),
+        next_connection: AtomicU64::new(1),
+        shutdown: shutdown_rx,
+    });
+    let app = Router::new()
+        .route("/v1", get(ws_handler))
+        .with_state(state)
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let handle = axum_server::Handle::<SocketAddr>::new();
+    let task = match &config.tls {
+        None => {
+            tracing::warn!(listen = %config.listen, "serving plain ws:// without TLS (loopback only)");
+            tokio::spawn(
+                axum_server::bind(config.listen)
+                    .handle(handle.clone())
+                    .serve(app),
+            )
+        }
+        Some(tls) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let rustls_config =
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert_path, &tls.key_path)
+                    .await
+                    .map_err(|e| {
+                        ServerError::Tls(format!(
+                            "cannot load {} / {}: {e}",
+                            tls.cert_path.display(),
+                            tls.key_path.display()
+                        ))
+                    })?;
+            tokio::spawn(
+                axum_server::bind_rustls(config.listen, rustls_config)
+                    .handle(handle.clone())
+                    .serve(app),
+            )
+        }
+    };
+    let Some(addr) = handle.listening().await else {
+        let err = match task.await {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => std::io::Error::other("server stopped before listening"),
+            Err(e) => std::io::Error::other(e),
+        };
+        return Err(ServerError::Io(err));
+    };
+    let purge = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(PURGE_INTERVAL_SECS));
+        loop {
+            tick.tick().await;
+            let s = store.clone();
+            match tokio::task::spawn_blocking(move || s.purge_expired(store::now_ms())).await {
+                Ok(Ok(n)) if n > 0 => tracing::info!(devices = n, "purged expired envelopes"),
+                Ok(Err(e)) => tracing::warn!("purge failed: {e}"),
+                _ => {}
+            }
+        }
+    });
+    tracing::info!(%addr, tls = config.tls.is_some(), data = %config.data_dir.display(), "listening");
+    Ok(RunningServer {
+        addr,
+        tls: config.tls.is_some(),
+        handle,
+        task,
+        purge,
+        shutdown: shutdown_tx,
+        grace: Duration::from_secs(config.limits.shutdown_grace_secs),
+    })
+}
+
+/// Starts the server and runs it until SIGINT or SIGTERM, then shuts down gracefully.
+pub async fn run_until_signal(config: ServerConfig) -> Result<(), ServerError> {
+    let server = start(config).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+    server.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! Command-line arguments.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Tacit: end-to-end encrypted messaging. Only the people in a conversation can read it.
+#[derive(Parser, Debug)]
+#[command(name = "tacit", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every client command takes.
+#[derive(Args, Debug)]
+pub struct Global {
+    /// Profile directory of this device (its encrypted store and keys).
+    #[arg(long, global = true, env = "TACIT_PROFILE")]
+    pub profile: Option<PathBuf>,
+    /// Print machine-readable JSON (one object per line) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Extra PEM CA certificate to trust for wss:// servers (e.g. a self-signed server).
+    #[arg(long, global = true, env = "TACIT_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the relay server.
+    Serve(ServeArgs),
+    /// Start a server and clients for alice (two devices), bob and carol, and show them talking.
+    Demo(DemoArgs),
+    /// Manage this profile's account.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Link another device to this account.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// List this account's devices.
+    Devices,
+    /// Send a message to a handle (1:1) or a group (name or id).
+    Send {
+        /// A handle, a group name, or a conversation id.
+        target: String,
+        /// The message.
+        text: String,
+    },
+    /// Create and manage groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// List conversations.
+    Groups,
+    /// Fetch and print what arrived since the last sync.
+    Sync,
+    /// Stay connected and print messages as they arrive (Ctrl-C to stop).
+    Listen,
+    /// Show a conversation's history from the local store.
+    History {
+        /// A handle, a group name, or a conversation id.
+        target: String,
+    },
+    /// Show the safety number to compare with someone in person.
+    SafetyNumber {
+        /// Their handle.
+        handle: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Data directory (the SQLite database lives here).
+    #[arg(long, env = "TACIT_DATA", default_value = "./tacit-data")]
+    pub data: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "TACIT_LISTEN", default_value = "127.0.0.1:7878")]
+    pub listen: SocketAddr,
+    /// TLS certificate chain (PEM). Required unless listening on loopback.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Log format: `pretty` or `json`.
+    #[arg(long, default_value = "pretty")]
+    pub log_format: String,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Keep the demo's data directory and print its path.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AccountCommand {
+    /// Create a user with this device as its first device.
+    Create {
+        /// The handle (1-32 of a-z, 0-9, '_', '-', '.').
+        handle: String,
+        /// Server URL, e.g. ws://127.0.0.1:7878/v1 or wss://chat.example.org/v1.
+        #[arg(long, env = "TACIT_SERVER")]
+        server: String,
+        /// Protect the local store with a key file (0600) instead of a passphrase.
+        #[arg(long)]
+        key_file: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DeviceCommand {
+    /// On an existing device: show a one-time code and wait for the new device to join.
+    Link {
+        /// Seconds to wait for the other device.
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+    },
+    /// On the new device: join the account that showed CODE.
+    Join {
+        /// The code shown by `tacit device link`.
+        code: String,
+        /// Server URL.
+        #[arg(long, env = "TACIT_SERVER")]
+        server: String,
+        /// Protect the local store with a key file (0600) instead of a passphrase.
+        #[arg(long)]
+        key_file: bool,
+        /// Seconds to wait for the other device.
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCommand {
+    /// Create a group with these members.
+    Create {
+        /// Group name.
+        name: String,
+        /// Members' handles.
+        #[arg(required = true)]
+        handles: Vec<String>,
+    },
+    /// Add members to a group.
+    Add {
+        /// Group name or id.
+        group: String,
+        /// Handles to add.
+        #[arg(required = true)]
+        handles: Vec<String>,
+    },
+    /// Remove members from a group.
+    Remove {
+        /// Group name or id.
+        group: String,
+        /// Handles to remove.
+        #[arg(required = true)]
+        handles: Vec<String>,
+    },
+    /// Leave a group.
+    Leave {
+        /// Group name or id.
+        group: String,
+    },
+    /// Give this device fresh keys in a group (post-compromise security).
+    UpdateKeys {
+        /// Group name or id.
+        group: String,
+    },
+}

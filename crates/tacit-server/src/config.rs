@@ -1,0 +1,81 @@
+//! Server configuration. Every limit has a unit in its name and a default chosen on purpose.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// TLS certificate chain and private key, PEM files.
+#[derive(Clone, Debug)]
+pub struct TlsConfig {
+    /// Certificate chain (PEM).
+    pub cert_path: PathBuf,
+    /// Private key (PEM).
+    pub key_path: PathBuf,
+}
+
+/// Bounds on what clients may send and store.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest frame accepted and answered with a decoded reply; larger frames up to twice this
+    /// get a FRAME_TOO_LARGE error, beyond that the WebSocket layer closes the connection.
+    pub max_frame_bytes: usize,
+    /// Envelopes waiting per device before sends to it are refused (LIMIT_EXCEEDED).
+    pub max_queue_len_per_device: u64,
+    /// One-time KeyPackages kept per device.
+    pub max_key_packages_per_device: u64,
+    /// Sustained rate of sends, commits and claims per device.
+    pub requests_per_sec_per_device: u32,
+    /// Burst allowance above that rate.
+    pub burst_per_device: u32,
+    /// How long an unacknowledged envelope is kept.
+    pub message_ttl_secs: u64,
+    /// How long a connection may stay unauthenticated (and idle, for device-link relays).
+    pub max_unauthenticated_secs: u64,
+    /// How long a device-link slot lives.
+    pub link_slot_ttl_secs: u64,
+    /// Grace period for in-flight requests at shutdown.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: tacit_proto::limits::MAX_FRAME_BYTES,
+            max_queue_len_per_device: 100_000,
+            max_key_packages_per_device: 1_000,
+            requests_per_sec_per_device: 200,
+            burst_per_device: 1_000,
+            message_ttl_secs: 30 * 24 * 3600,
+            max_unauthenticated_secs: 10,
+            link_slot_ttl_secs: 600,
+            shutdown_grace_secs: 5,
+        }
+    }
+}
+
+/// Everything `start` needs.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Data directory; the SQLite database is `tacit-server.db` in it.
+    pub data_dir: PathBuf,
+    /// Listen address (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// TLS; required unless `listen` is a loopback address.
+    pub tls: Option<TlsConfig>,
+    /// Limits.
+    pub limits: Limits,
+    /// Serve plain ws:// on a non-loopback address anyway (tests in private networks only).
+    pub allow_insecure_non_loopback: bool,
+}
+
+impl ServerConfig {
+    /// A configuration with default limits and no TLS.
+    pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
+        ServerConfig {
+            data_dir: data_dir.into(),
+            listen,
+            tls: None,
+            limits: Limits::default(),
+            allow_insecure_non_loopback: false,
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! The crate's one error type.
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Refusing to serve plain WebSockets on a non-loopback address.
+    #[error("refusing to serve without TLS on {0}: plain ws:// is allowed on loopback addresses only; pass --tls-cert and --tls-key")]
+    InsecureListen(std::net::SocketAddr),
+    /// The data directory or database could not be opened.
+    #[error("storage: {0}")]
+    Storage(#[from] crate::store::StoreError),
+    /// TLS certificate or key problem.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// Could not bind or serve.
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+}
