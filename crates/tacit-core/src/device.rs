@@ -218,7 +218,12 @@ impl Device {
             let provider = tx.provider(crypto);
             let mut out = Vec::with_capacity(count);
             for _ in 0..count {
-                let mut builder = KeyPackage::builder();
+                // Every leaf declares the last-resort extension, so that last-resort KeyPackages
+                // validate and one-time ones look the same.
+                let capabilities = Capabilities::builder()
+                    .extensions(vec![ExtensionType::LastResort])
+                    .build();
+                let mut builder = KeyPackage::builder().leaf_node_capabilities(capabilities);
                 if last_resort {
                     builder = builder.mark_as_last_resort();
                 }
