@@ -36,7 +36,7 @@ pub(crate) fn certificate_of(credential: &Credential) -> Result<VerifiedCertific
 /// Outcome of checking a leaf against the pinned identity keys.
 pub(crate) enum LeafCheck {
     /// The certificate verifies under the pinned identity key and matches the leaf key.
-    Valid(VerifiedCertificate),
+    Valid(Box<VerifiedCertificate>),
     /// The handle's identity key is not pinned yet; the driver must look it up first.
     UnknownIdentity(String),
 }
@@ -68,5 +68,5 @@ pub(crate) fn check_leaf(
             reason: "its leaf signs with a key its certificate does not certify".into(),
         });
     }
-    Ok(LeafCheck::Valid(cert))
+    Ok(LeafCheck::Valid(Box::new(cert)))
 }
