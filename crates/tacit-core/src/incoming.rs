@@ -172,6 +172,7 @@ fn process_welcome(
     let group = staged.into_group(&provider).map_err(mls)?;
     let group_id = group.group_id().as_slice().to_vec();
     let mut handles: Vec<String> = member_devices(&group).into_iter().map(|(h, _)| h).collect();
+    handles.sort();
     handles.dedup();
     let conversation = Conversation {
         group_id: group_id.clone(),

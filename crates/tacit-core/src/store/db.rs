@@ -282,3 +282,166 @@ impl<'a> StoreTx<'a> {
         TxProvider::new(self.mls(), crypto)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_store(dir: &Path, key: &StoreKey) -> LocalStore {
+        LocalStore::open(&dir.join("store.db"), key).unwrap()
+    }
+
+    #[test]
+    fn values_and_logs_round_trip() {
+        let mut s = LocalStore::open_in_memory(&StoreKey::generate()).unwrap();
+        s.transaction(|tx| -> Result<(), StoreError> {
+            tx.put(Namespace::Contact, b"bob", b"key-of-bob")?;
+            tx.put(Namespace::Contact, b"carol", b"key-of-carol")?;
+            tx.put_json(Namespace::Meta, b"n", &42u64)?;
+            tx.log_append(b"history:g", b"first")?;
+            tx.log_append(b"history:h", b"other list")?;
+            tx.log_append(b"history:g", b"second")?;
+            Ok(())
+        })
+        .unwrap();
+        s.transaction(|tx| -> Result<(), StoreError> {
+            assert_eq!(
+                tx.get(Namespace::Contact, b"bob")?.as_deref(),
+                Some(&b"key-of-bob"[..])
+            );
+            assert_eq!(
+                tx.get(Namespace::Conversation, b"bob")?,
+                None,
+                "namespaces are separate"
+            );
+            assert_eq!(tx.get_json::<u64>(Namespace::Meta, b"n")?, Some(42));
+            let mut all = tx.values(Namespace::Contact)?;
+            all.sort();
+            assert_eq!(all, vec![b"key-of-bob".to_vec(), b"key-of-carol".to_vec()]);
+            let log: Vec<Vec<u8>> = tx
+                .log_read(b"history:g", 0, 10)?
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect();
+            assert_eq!(log, vec![b"first".to_vec(), b"second".to_vec()]);
+            tx.delete(Namespace::Contact, b"bob")?;
+            assert_eq!(tx.get(Namespace::Contact, b"bob")?, None);
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_failed_operation_leaves_nothing_behind() {
+        let mut s = LocalStore::open_in_memory(&StoreKey::generate()).unwrap();
+        let r: Result<(), StoreError> = s.transaction(|tx| {
+            tx.put(Namespace::Meta, b"half", b"done")?;
+            tx.log_append(b"l", b"entry")?;
+            Err(StoreError::Corrupt("simulated failure".into()))
+        });
+        assert!(r.is_err());
+        s.transaction(|tx| -> Result<(), StoreError> {
+            assert_eq!(tx.get(Namespace::Meta, b"half")?, None);
+            assert!(tx.log_read(b"l", 0, 10)?.is_empty());
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn the_wrong_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(file_store(dir.path(), &StoreKey::generate()));
+        match LocalStore::open(&dir.path().join("store.db"), &StoreKey::generate()) {
+            Err(StoreError::WrongKey) => {}
+            Err(e) => panic!("expected WrongKey, got {e}"),
+            Ok(_) => panic!("expected WrongKey, got a store"),
+        }
+    }
+
+    #[test]
+    fn passphrase_derivation_is_deterministic_per_salt() {
+        let a = StoreKey::derive_from_passphrase(b"pass phrase", &[1; 16]).unwrap();
+        let b = StoreKey::derive_from_passphrase(b"pass phrase", &[1; 16]).unwrap();
+        let c = StoreKey::derive_from_passphrase(b"pass phrase", &[2; 16]).unwrap();
+        assert_eq!(a.as_bytes(), b.as_bytes());
+        assert_ne!(a.as_bytes(), c.as_bytes());
+        assert_eq!(format!("{a:?}"), "StoreKey([redacted])");
+    }
+
+    #[test]
+    fn key_files_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.key");
+        let key = StoreKey::generate();
+        key.write_key_file(&path).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            StoreKey::read_key_file(&path).unwrap().as_bytes(),
+            key.as_bytes()
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = StoreKey::read_key_file(&path).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn nothing_readable_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = StoreKey::generate();
+        let mut s = file_store(dir.path(), &key);
+        s.transaction(|tx| -> Result<(), StoreError> {
+            tx.put(Namespace::Contact, b"MARKER-KEY-4242", b"MARKER-VALUE-4242")?;
+            tx.log_append(b"MARKER-LIST-4242", b"MARKER-LOG-4242")?;
+            Ok(())
+        })
+        .unwrap();
+        let mut bytes = Vec::new();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
+        }
+        drop(s);
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
+        }
+        assert!(!bytes.is_empty());
+        for marker in ["MARKER-KEY", "MARKER-VALUE", "MARKER-LIST", "MARKER-LOG"] {
+            assert!(
+                !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+                "{marker} is readable on disk"
+            );
+        }
+        // And it reopens with the right key.
+        let mut s = file_store(dir.path(), &key);
+        let v = s
+            .transaction(|tx| tx.get(Namespace::Contact, b"MARKER-KEY-4242"))
+            .unwrap();
+        assert_eq!(v.as_deref(), Some(&b"MARKER-VALUE-4242"[..]));
+    }
+
+    #[test]
+    fn values_cannot_be_moved_between_rows() {
+        let mut s = LocalStore::open_in_memory(&StoreKey::generate()).unwrap();
+        s.transaction(|tx| -> Result<(), StoreError> {
+            tx.put(Namespace::Contact, b"a", b"value-a")?;
+            tx.put(Namespace::Contact, b"b", b"value-b")?;
+            Ok(())
+        })
+        .unwrap();
+        // Someone with the file swaps the two sealed values.
+        s.conn
+            .execute_batch(
+                "UPDATE kv SET v = (SELECT v FROM kv k2 WHERE k2.k != kv.k AND k2.ns = 2) WHERE ns = 2;",
+            )
+            .unwrap();
+        let r = s.transaction(|tx| tx.get(Namespace::Contact, b"a"));
+        assert!(
+            matches!(r, Err(StoreError::Corrupt(_))),
+            "swapped value accepted"
+        );
+    }
+}
