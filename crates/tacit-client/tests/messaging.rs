@@ -330,3 +330,49 @@ async fn outbox_survives_a_client_restart_while_the_server_is_down() {
         vec!["queued while down"]
     );
 }
+
+#[tokio::test]
+async fn a_member_who_leaves_is_removed_by_the_others() {
+    let root = tempfile::tempdir().unwrap();
+    let server = TestServer::start(root.path()).await;
+    let mut alice = account(root.path(), &server, "alice").await;
+    let mut bob = account(root.path(), &server, "bob").await;
+    let mut carol = account(root.path(), &server, "carol").await;
+    alice
+        .create_group("club", &["bob".into(), "carol".into()])
+        .await
+        .unwrap();
+    bob.sync().await.unwrap();
+    carol.sync().await.unwrap();
+    let gid = group_id(&mut carol, "club").await;
+
+    carol.leave(&gid).await.unwrap();
+    // The next member to sync commits carol's removal by itself.
+    let ev = alice.sync().await.unwrap();
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::LeaveRequested { handle, .. } if handle == "carol")),
+        "{ev:?}"
+    );
+    let mut members: Vec<String> = alice
+        .device()
+        .members(&gid)
+        .unwrap()
+        .into_iter()
+        .map(|(h, _)| h)
+        .collect();
+    members.sort();
+    assert_eq!(members, vec!["alice", "bob"]);
+    bob.sync().await.unwrap();
+    assert_eq!(
+        bob.device().epoch(&gid).unwrap(),
+        alice.device().epoch(&gid).unwrap()
+    );
+    alice.send("club", "after carol left").await.unwrap();
+    assert_eq!(
+        texts_from(&bob.sync().await.unwrap(), "alice"),
+        vec!["after carol left"]
+    );
+    assert!(texts(&carol.sync().await.unwrap()).is_empty());
+    assert!(carol.send("club", "am I here?").await.is_err());
+}
