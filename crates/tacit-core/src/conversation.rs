@@ -270,21 +270,7 @@ impl Device {
                 .stage_commit(&provider)
                 .map_err(mls)?;
             let (commit, welcome, _) = bundle.into_messages();
-            let welcome = welcome
-                .map(|w| w.tls_serialize_detached())
-                .transpose()
-                .map_err(mls)?
-                .unwrap_or_default();
-            let outgoing = OutgoingCommit {
-                group_id: group_id.to_vec(),
-                epoch,
-                commit: commit.tls_serialize_detached().map_err(mls)?,
-                welcome,
-                added,
-                removed: vec![],
-            };
-            record_inflight(tx, &outgoing, true)?;
-            Ok(outgoing)
+            stage_outgoing(tx, group_id, epoch, (commit, welcome), added, vec![], true)
         })
     }
 
@@ -328,20 +314,15 @@ impl Device {
             let (commit, welcome, _) = group
                 .remove_members(&provider, &account.signer(), &indexes)
                 .map_err(mls)?;
-            let outgoing = OutgoingCommit {
-                group_id: group_id.to_vec(),
+            stage_outgoing(
+                tx,
+                group_id,
                 epoch,
-                commit: commit.tls_serialize_detached().map_err(mls)?,
-                welcome: welcome
-                    .map(|w| w.tls_serialize_detached())
-                    .transpose()
-                    .map_err(mls)?
-                    .unwrap_or_default(),
-                added: vec![],
+                (commit, welcome),
+                vec![],
                 removed,
-            };
-            record_inflight(tx, &outgoing, false)?;
-            Ok(outgoing)
+                false,
+            )
         })
     }
 
@@ -375,20 +356,16 @@ impl Device {
             let (commit, welcome, _) = group
                 .commit_to_pending_proposals(&provider, &account.signer())
                 .map_err(mls)?;
-            let outgoing = OutgoingCommit {
-                group_id: group_id.to_vec(),
+            stage_outgoing(
+                tx,
+                group_id,
                 epoch,
-                commit: commit.tls_serialize_detached().map_err(mls)?,
-                welcome: welcome
-                    .map(|w| w.tls_serialize_detached())
-                    .transpose()
-                    .map_err(mls)?
-                    .unwrap_or_default(),
-                added: vec![],
+                (commit, welcome),
+                vec![],
                 removed,
-            };
-            record_inflight(tx, &outgoing, false)?;
-            Ok(Some(outgoing))
+                false,
+            )
+            .map(Some)
         })
     }
 
@@ -409,16 +386,7 @@ impl Device {
                 .self_update(&provider, &account.signer(), LeafNodeParameters::default())
                 .map_err(mls)?;
             let (commit, _, _) = bundle.into_messages();
-            let outgoing = OutgoingCommit {
-                group_id: group_id.to_vec(),
-                epoch,
-                commit: commit.tls_serialize_detached().map_err(mls)?,
-                welcome: vec![],
-                added: vec![],
-                removed: vec![],
-            };
-            record_inflight(tx, &outgoing, false)?;
-            Ok(outgoing)
+            stage_outgoing(tx, group_id, epoch, (commit, None), vec![], vec![], false)
         })
     }
 
@@ -688,34 +656,52 @@ impl Device {
     /// a removed member cannot read later messages). Returns the text if it could.
     pub fn probe_decrypt(&mut self, group_id: &[u8], message: &[u8]) -> Result<String> {
         let Device { store, crypto, .. } = self;
-        store
-            .transaction(|tx| -> Result<String> {
-                let provider = tx.provider(crypto);
-                let mut group = load_group(tx, &provider, group_id)?;
-                let msg = MlsMessageIn::tls_deserialize_exact(message).map_err(mls)?;
-                let protocol = msg.try_into_protocol_message().map_err(mls)?;
-                let processed = group.process_message(&provider, protocol).map_err(mls)?;
-                let text = match processed.into_content() {
-                    ProcessedMessageContent::ApplicationMessage(a) => {
-                        let content =
-                            v1::Content::decode(a.into_bytes().as_slice()).map_err(mls)?;
-                        match content.body {
-                            Some(v1::content::Body::Text(t)) => t,
-                            _ => String::new(),
-                        }
+        // A dry run: whatever processing changes is rolled back.
+        store.dry_run(|tx| -> Result<String> {
+            let provider = tx.provider(crypto);
+            let mut group = load_group(tx, &provider, group_id)?;
+            let msg = MlsMessageIn::tls_deserialize_exact(message).map_err(mls)?;
+            let protocol = msg.try_into_protocol_message().map_err(mls)?;
+            let processed = group.process_message(&provider, protocol).map_err(mls)?;
+            match processed.into_content() {
+                ProcessedMessageContent::ApplicationMessage(a) => {
+                    let content = v1::Content::decode(a.into_bytes().as_slice()).map_err(mls)?;
+                    match content.body {
+                        Some(v1::content::Body::Text(t)) => Ok(t),
+                        _ => Ok(String::new()),
                     }
-                    _ => String::new(),
-                };
-                // Never keep the effect.
-                Err(CoreError::Invalid(format!("probe:{text}")))
-            })
-            .or_else(|e| match e {
-                CoreError::Invalid(s) if s.starts_with("probe:") => {
-                    Ok(s["probe:".len()..].to_owned())
                 }
-                other => Err(other),
-            })
+                _ => Ok(String::new()),
+            }
+        })
     }
+}
+
+/// Encodes a staged commit (and its Welcome, if any) for the server and records it as in flight.
+fn stage_outgoing(
+    tx: &StoreTx<'_>,
+    group_id: &[u8],
+    epoch: u64,
+    messages: (MlsMessageOut, Option<MlsMessageOut>),
+    added: Vec<(String, u64)>,
+    removed: Vec<(String, u64)>,
+    announce_meta: bool,
+) -> Result<OutgoingCommit> {
+    let (commit, welcome) = messages;
+    let outgoing = OutgoingCommit {
+        group_id: group_id.to_vec(),
+        epoch,
+        commit: commit.tls_serialize_detached().map_err(mls)?,
+        welcome: welcome
+            .map(|w| w.tls_serialize_detached())
+            .transpose()
+            .map_err(mls)?
+            .unwrap_or_default(),
+        added,
+        removed,
+    };
+    record_inflight(tx, &outgoing, announce_meta)?;
+    Ok(outgoing)
 }
 
 fn record_inflight(tx: &StoreTx<'_>, outgoing: &OutgoingCommit, announce_meta: bool) -> Result<()> {

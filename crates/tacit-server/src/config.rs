@@ -18,13 +18,14 @@ pub struct Limits {
     /// Largest frame accepted and answered with a decoded reply; larger frames up to twice this
     /// get a FRAME_TOO_LARGE error, beyond that the WebSocket layer closes the connection.
     pub max_frame_bytes: usize,
-    /// Envelopes waiting per device before sends to it are refused (LIMIT_EXCEEDED).
-    pub max_queue_len_per_device: u64,
-    /// One-time KeyPackages kept per device.
-    pub max_key_packages_per_device: u64,
-    /// Sustained rate of sends, commits and claims per device.
-    pub requests_per_sec_per_device: u32,
-    /// Burst allowance above that rate.
+    /// Envelopes waiting per device before sends to it are refused, whole (LIMIT_EXCEEDED).
+    pub max_queue_len_per_device: usize,
+    /// One-time KeyPackages kept per device; an upload beyond it is refused (LIMIT_EXCEEDED).
+    pub max_key_packages_per_device: usize,
+    /// Sustained rate, in requests per second, of the costly requests of one device
+    /// (SendMessage, SendCommit, ClaimKeyPackages, UploadKeyPackages); beyond it RATE_LIMITED.
+    pub messages_per_sec_per_device: u32,
+    /// How many of those requests a device may send at once above the sustained rate.
     pub burst_per_device: u32,
     /// How long an unacknowledged envelope is kept.
     pub message_ttl_secs: u64,
@@ -42,8 +43,8 @@ impl Default for Limits {
             max_frame_bytes: tacit_proto::limits::MAX_FRAME_BYTES,
             max_queue_len_per_device: 100_000,
             max_key_packages_per_device: 1_000,
-            requests_per_sec_per_device: 200,
-            burst_per_device: 1_000,
+            messages_per_sec_per_device: 50,
+            burst_per_device: 200,
             message_ttl_secs: 30 * 24 * 3600,
             max_unauthenticated_secs: 10,
             link_slot_ttl_secs: 600,

@@ -355,24 +355,8 @@ impl Session {
                 "identity_key is not an Ed25519 key",
             )
         })?;
-        let cert = DeviceCertificate::from_bytes(r.device_certificate.clone())
-            .verify_for(&identity)
-            .map_err(|e| Failure::new(ErrorCode::InvalidCertificate, e.to_string()))?;
-        check_subject(&cert, &addr)?;
-        verify_auth(
-            &cert.device_key,
-            nonce,
-            &addr.handle,
-            addr.device_id,
-            &r.signature,
-        )
-        .map_err(|_| {
-            Failure::new(
-                ErrorCode::AuthFailed,
-                "the signature does not verify with the certified device key",
-            )
-        })?;
-        let device_key = cert.device_key.to_bytes().to_vec();
+        let device_key =
+            certified_device_key(&r.device_certificate, &identity, &addr, &r.signature, nonce)?;
         Ok(self
             .state
             .db(move |s| {
@@ -404,24 +388,8 @@ impl Session {
             })?;
         let identity = PublicKey::from_bytes(&user.identity_key)
             .map_err(|_| Failure::new(ErrorCode::Internal, "stored identity key unusable"))?;
-        let cert = DeviceCertificate::from_bytes(r.device_certificate.clone())
-            .verify_for(&identity)
-            .map_err(|e| Failure::new(ErrorCode::InvalidCertificate, e.to_string()))?;
-        check_subject(&cert, &addr)?;
-        verify_auth(
-            &cert.device_key,
-            nonce,
-            &addr.handle,
-            addr.device_id,
-            &r.signature,
-        )
-        .map_err(|_| {
-            Failure::new(
-                ErrorCode::AuthFailed,
-                "the signature does not verify with the certified device key",
-            )
-        })?;
-        let device_key = cert.device_key.to_bytes().to_vec();
+        let device_key =
+            certified_device_key(&r.device_certificate, &identity, &addr, &r.signature, nonce)?;
         Ok(self
             .state
             .db(move |s| {
@@ -719,6 +687,35 @@ fn check_version(version: i32) -> Result<(), Failure> {
         ));
     }
     Ok(())
+}
+
+/// Checks a registering device: its certificate verifies under `identity`, names exactly
+/// `addr`, and the challenge signature verifies with the certified key. Returns that key.
+fn certified_device_key(
+    certificate: &[u8],
+    identity: &PublicKey,
+    addr: &v1::DeviceAddress,
+    signature: &[u8],
+    nonce: &[u8; 32],
+) -> Result<Vec<u8>, Failure> {
+    let cert = DeviceCertificate::from_bytes(certificate.to_vec())
+        .verify_for(identity)
+        .map_err(|e| Failure::new(ErrorCode::InvalidCertificate, e.to_string()))?;
+    check_subject(&cert, addr)?;
+    verify_auth(
+        &cert.device_key,
+        nonce,
+        &addr.handle,
+        addr.device_id,
+        signature,
+    )
+    .map_err(|_| {
+        Failure::new(
+            ErrorCode::AuthFailed,
+            "the signature does not verify with the certified device key",
+        )
+    })?;
+    Ok(cert.device_key.to_bytes().to_vec())
 }
 
 fn check_subject(

@@ -52,7 +52,7 @@ impl AppState {
             .entry(device)
             .or_insert_with(|| {
                 TokenBucket::new(
-                    self.limits.requests_per_sec_per_device,
+                    self.limits.messages_per_sec_per_device,
                     self.limits.burst_per_device,
                 )
             })

@@ -342,7 +342,7 @@ async fn a_non_member_cannot_send_to_a_group() {
 #[tokio::test]
 async fn crossing_the_rate_limit_is_refused_with_a_retry_time() {
     let (_d, server) = start_with(|l| {
-        l.requests_per_sec_per_device = 1;
+        l.messages_per_sec_per_device = 1;
         l.burst_per_device = 3;
     })
     .await;

@@ -112,30 +112,21 @@ impl LocalStore {
         &mut self,
         f: impl FnOnce(&StoreTx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(StoreError::from)?;
-        let result = f(&StoreTx {
-            conn: &tx,
-            cipher: &self.cipher,
-        });
-        match result {
-            Ok(v) => {
-                tx.commit().map_err(StoreError::from)?;
-                Ok(v)
-            }
-            Err(e) => {
-                tx.rollback().map_err(StoreError::from)?;
-                Err(e)
-            }
-        }
+        self.run(f, true)
     }
 
     /// Runs `f` in a transaction that is always rolled back: nothing it does is kept.
     pub fn dry_run<T, E: From<StoreError>>(
         &mut self,
         f: impl FnOnce(&StoreTx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.run(f, false)
+    }
+
+    fn run<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&StoreTx<'_>) -> Result<T, E>,
+        keep: bool,
     ) -> Result<T, E> {
         let tx = self
             .conn
@@ -145,7 +136,11 @@ impl LocalStore {
             conn: &tx,
             cipher: &self.cipher,
         });
-        tx.rollback().map_err(StoreError::from)?;
+        if keep && result.is_ok() {
+            tx.commit().map_err(StoreError::from)?;
+        } else {
+            tx.rollback().map_err(StoreError::from)?;
+        }
         result
     }
 }
@@ -433,11 +428,24 @@ mod tests {
         })
         .unwrap();
         // Someone with the file swaps the two sealed values.
-        s.conn
-            .execute_batch(
-                "UPDATE kv SET v = (SELECT v FROM kv k2 WHERE k2.k != kv.k AND k2.ns = 2) WHERE ns = 2;",
-            )
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = s
+            .conn
+            .prepare("SELECT k, v FROM kv WHERE ns = 2")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
             .unwrap();
+        assert_eq!(rows.len(), 2);
+        for (i, (k, _)) in rows.iter().enumerate() {
+            let other = &rows[1 - i].1;
+            s.conn
+                .execute(
+                    "UPDATE kv SET v = ?1 WHERE ns = 2 AND k = ?2",
+                    rusqlite::params![other, k],
+                )
+                .unwrap();
+        }
         let r = s.transaction(|tx| tx.get(Namespace::Contact, b"a"));
         assert!(
             matches!(r, Err(StoreError::Corrupt(_))),
