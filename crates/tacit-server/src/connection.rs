@@ -56,6 +56,12 @@ impl From<StoreError> for Failure {
                 return f;
             }
             StoreError::Limit(_) => ErrorCode::LimitExceeded,
+            StoreError::Closed => {
+                return Failure::new(
+                    ErrorCode::Unavailable,
+                    "the server is shutting down; reconnect in a moment",
+                );
+            }
             StoreError::Db(detail) => {
                 tracing::error!(%detail, "storage failure");
                 return Failure::new(
@@ -221,6 +227,24 @@ impl Session {
         let Some(body) = frame.body else { return false };
         let relay = matches!(body, Req::LinkSend(_) | Req::LinkReceive(_));
         let kind = request_kind(&body);
+        match &self.device {
+            Some(d) => tracing::debug!(
+                connection = self.id,
+                handle = %d.handle,
+                device = format_args!("{:016x}", d.device_id),
+                kind,
+                request_id,
+                bytes = bytes.len(),
+                "request"
+            ),
+            None => tracing::debug!(
+                connection = self.id,
+                kind,
+                request_id,
+                bytes = bytes.len(),
+                "request (unauthenticated)"
+            ),
+        }
         let answer = if self.device.is_some() {
             self.authenticated(body).await
         } else {
@@ -232,7 +256,7 @@ impl Session {
             }
             Ok(_) => {}
             Err(f) => {
-                tracing::debug!(connection = self.id, kind, code = ?f.code, "request refused");
+                tracing::debug!(connection = self.id, kind, request_id, code = ?f.code, "request refused");
                 self.send(error_frame(request_id, f)).await
             }
         }

@@ -36,9 +36,12 @@ pub enum StoreError {
     /// A limit was hit.
     #[error("{0}")]
     Limit(String),
-    /// The database failed.
+    /// The database failed. The text is for the operator's log, never for clients.
     #[error("database error: {0}")]
     Db(String),
+    /// The store was closed (the server is shutting down).
+    #[error("the store is closed")]
+    Closed,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -117,7 +120,16 @@ pub struct CommitRequest<'a> {
     pub removed: &'a [(String, u64)],
 }
 
-/// The storage operations of the server. Every method is one transaction.
+/// The storage operations of the server. Every method is one transaction: it either happens
+/// whole and durably, or not at all.
+///
+/// The methods are blocking; the server calls them from `tokio::task::spawn_blocking`, never
+/// on the async runtime's worker threads. A backend must be safe to call from many threads at
+/// once and must keep these promises under concurrency:
+/// - a one-time KeyPackage is handed out at most once;
+/// - a group's epoch moves by compare-and-set: of two commits against one epoch, one wins;
+/// - each device's queue gets gap-free, increasing sequence numbers;
+/// - a send that would overflow any recipient's queue enqueues nothing.
 pub trait Store: Send + Sync + 'static {
     /// Creates a user and its first device.
     fn create_account(
@@ -146,7 +158,7 @@ pub trait Store: Send + Sync + 'static {
         device: DeviceKey,
         one_time: &[Vec<u8>],
         last_resort: Option<&[u8]>,
-        max_stock: u64,
+        max_stock: usize,
     ) -> Result<(), StoreError>;
     /// (one-time KeyPackages left, has a last-resort one).
     fn key_package_stock(&self, device: DeviceKey) -> Result<(u64, bool), StoreError>;
@@ -164,7 +176,7 @@ pub trait Store: Send + Sync + 'static {
     fn commit(
         &self,
         request: &CommitRequest<'_>,
-        max_queue: u64,
+        max_queue: usize,
         ttl_ms: u64,
     ) -> Result<(u64, Vec<DeviceKey>), StoreError>;
     /// Queues an application message for every other member; returns the devices to notify.
@@ -173,7 +185,7 @@ pub trait Store: Send + Sync + 'static {
         group_id: &[u8],
         sender: &DeviceRecord,
         message: &[u8],
-        max_queue: u64,
+        max_queue: usize,
         ttl_ms: u64,
     ) -> Result<Vec<DeviceKey>, StoreError>;
     /// Up to `limit` envelopes of `device` with seq > `after`, in order.
@@ -187,8 +199,11 @@ pub trait Store: Send + Sync + 'static {
         group_id: &[u8],
         requester: DeviceKey,
     ) -> Result<(u64, Vec<(String, u64)>), StoreError>;
-    /// Deletes expired envelopes; returns how many.
+    /// Deletes expired envelopes; returns for how many devices some were deleted.
     fn purge_expired(&self, now_ms: u64) -> Result<usize, StoreError>;
+    /// Flushes and closes the store. Every later call fails with [`StoreError::Closed`].
+    /// Idempotent.
+    fn close(&self) -> Result<(), StoreError>;
 }
 
 /// Milliseconds since the Unix epoch.

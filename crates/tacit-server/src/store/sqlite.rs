@@ -72,7 +72,8 @@ CREATE INDEX queue_by_expiry ON queue (expires_ms);
 
 /// The SQLite store.
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    /// `None` once closed.
+    conn: Mutex<Option<Connection>>,
 }
 
 fn lock_err() -> StoreError {
@@ -102,16 +103,48 @@ impl SqliteStore {
             ))?;
         }
         Ok(SqliteStore {
-            conn: Mutex::new(conn),
+            conn: Mutex::new(Some(conn)),
         })
     }
 
+    /// An in-memory store (for tests): same schema, nothing on disk.
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open_in_memory()?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.execute_batch(&format!(
+            "BEGIN; {SCHEMA_V1} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))?;
+        Ok(SqliteStore {
+            conn: Mutex::new(Some(conn)),
+        })
+    }
+
+    /// A write transaction: takes the write lock at BEGIN, so that read-then-write sequences
+    /// (claims, epoch compare-and-set, sequence numbers) cannot interleave.
     fn tx<T>(
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn.lock().map_err(|_| lock_err())?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.run(TransactionBehavior::Immediate, f)
+    }
+
+    /// A read-only transaction (one consistent snapshot).
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.run(TransactionBehavior::Deferred, f)
+    }
+
+    fn run<T>(
+        &self,
+        behavior: TransactionBehavior,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut guard = self.conn.lock().map_err(|_| lock_err())?;
+        let conn = guard.as_mut().ok_or(StoreError::Closed)?;
+        let tx = conn.transaction_with_behavior(behavior)?;
+        // On error `tx` is dropped, which rolls the whole transaction back.
         let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
@@ -159,7 +192,7 @@ fn enqueue(
     tx: &Transaction<'_>,
     p: &NewPayload<'_>,
     recipients: &[DeviceKey],
-    max_queue: u64,
+    max_queue: usize,
 ) -> Result<(), StoreError> {
     if recipients.is_empty() {
         return Ok(());
@@ -180,7 +213,7 @@ fn enqueue(
     for device in recipients {
         let (seq, len, handle): (i64, i64, String) =
             bump.query_row(params![device], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        if len as u64 > max_queue {
+        if len < 0 || len as u64 > max_queue as u64 {
             return Err(StoreError::Limit(format!(
                 "a device of {handle} has {max_queue} undelivered messages waiting; try again once it has caught up"
             )));
@@ -262,11 +295,11 @@ impl Store for SqliteStore {
     }
 
     fn device(&self, handle: &str, device_id: u64) -> Result<Option<DeviceRecord>, StoreError> {
-        self.tx(|tx| device_by_addr(tx, handle, device_id))
+        self.read(|tx| device_by_addr(tx, handle, device_id))
     }
 
     fn user(&self, handle: &str) -> Result<Option<UserRecord>, StoreError> {
-        self.tx(|tx| {
+        self.read(|tx| {
             let identity_key: Option<Vec<u8>> = tx
                 .prepare_cached("SELECT identity_key FROM users WHERE handle = ?1")?
                 .query_row(params![handle], |r| r.get(0))
@@ -292,7 +325,7 @@ impl Store for SqliteStore {
         device: DeviceKey,
         one_time: &[Vec<u8>],
         last_resort: Option<&[u8]>,
-        max_stock: u64,
+        max_stock: usize,
     ) -> Result<(), StoreError> {
         self.tx(|tx| {
             let have: i64 = tx
@@ -300,7 +333,7 @@ impl Store for SqliteStore {
                     "SELECT COUNT(*) FROM key_packages WHERE device = ?1 AND last_resort = 0",
                 )?
                 .query_row(params![device], |r| r.get(0))?;
-            if have as u64 + one_time.len() as u64 > max_stock {
+            if (have as u64).saturating_add(one_time.len() as u64) > max_stock as u64 {
                 return Err(StoreError::Limit(format!(
                     "this device would hold more than {max_stock} KeyPackages; upload fewer"
                 )));
@@ -323,7 +356,7 @@ impl Store for SqliteStore {
     }
 
     fn key_package_stock(&self, device: DeviceKey) -> Result<(u64, bool), StoreError> {
-        self.tx(|tx| {
+        self.read(|tx| {
             let (one_time, last): (i64, i64) = tx
                 .prepare_cached("SELECT COALESCE(SUM(1 - last_resort), 0), COALESCE(SUM(last_resort), 0) FROM key_packages WHERE device = ?1")?
                 .query_row(params![device], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -390,7 +423,7 @@ impl Store for SqliteStore {
     fn commit(
         &self,
         r: &CommitRequest<'_>,
-        max_queue: u64,
+        max_queue: usize,
         ttl_ms: u64,
     ) -> Result<(u64, Vec<DeviceKey>), StoreError> {
         self.tx(|tx| {
@@ -442,7 +475,7 @@ impl Store for SqliteStore {
                 let d = device_by_addr(tx, handle, *device_id)?
                     .ok_or_else(|| StoreError::UnknownUser(format!("{handle}/{device_id:016x}")))?;
                 tx.prepare_cached(
-                    "INSERT OR IGNORE INTO group_members (group_id, device) VALUES (?1, ?2)",
+                    "INSERT INTO group_members (group_id, device) VALUES (?1, ?2) ON CONFLICT (group_id, device) DO NOTHING",
                 )?
                 .execute(params![r.group_id, d.key])?;
                 added.push(d.key);
@@ -470,7 +503,7 @@ impl Store for SqliteStore {
         group_id: &[u8],
         sender: &DeviceRecord,
         message: &[u8],
-        max_queue: u64,
+        max_queue: usize,
         ttl_ms: u64,
     ) -> Result<Vec<DeviceKey>, StoreError> {
         self.tx(|tx| {
@@ -510,7 +543,7 @@ impl Store for SqliteStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Queued>, StoreError> {
-        self.tx(|tx| {
+        self.read(|tx| {
             let mut stmt = tx.prepare_cached(
                 "SELECT q.seq, p.kind, p.group_id, p.sender_handle, p.sender_device, p.payload, p.enqueued_ms
                  FROM queue q JOIN payloads p ON p.id = q.payload
@@ -540,7 +573,7 @@ impl Store for SqliteStore {
         group_id: &[u8],
         requester: DeviceKey,
     ) -> Result<(u64, Vec<(String, u64)>), StoreError> {
-        self.tx(|tx| {
+        self.read(|tx| {
             let epoch: i64 = tx
                 .prepare_cached("SELECT epoch FROM groups WHERE group_id = ?1")?
                 .query_row(params![group_id], |r| r.get(0))
@@ -555,6 +588,16 @@ impl Store for SqliteStore {
             let rows = stmt.query_map(params![group_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
             Ok((epoch as u64, rows.collect::<Result<_, _>>()?))
         })
+    }
+
+    fn close(&self) -> Result<(), StoreError> {
+        let mut guard = self.conn.lock().map_err(|_| lock_err())?;
+        if let Some(conn) = guard.take() {
+            // Fold the WAL back into the main file so that the data directory is one file.
+            let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
+            conn.close().map_err(|(_, e)| StoreError::from(e))?;
+        }
+        Ok(())
     }
 
     fn purge_expired(&self, now: u64) -> Result<usize, StoreError> {
