@@ -141,8 +141,13 @@ pub async fn serve(socket: WebSocket, state: Arc<AppState>, peer: std::net::Sock
         ))
         .await;
 
+    // An unauthenticated connection gets `max_unauthenticated_secs`; device-link relay traffic
+    // (a joiner has no account yet) extends that, but never beyond the life of a link slot.
     let unauth_limit = Duration::from_secs(state.limits.max_unauthenticated_secs);
-    let mut unauth_deadline = tokio::time::Instant::now() + unauth_limit;
+    let connected_at = tokio::time::Instant::now();
+    let relay_cap =
+        connected_at + Duration::from_secs(state.limits.link_slot_ttl_secs).max(unauth_limit);
+    let mut unauth_deadline = connected_at + unauth_limit;
     let mut shutdown = state.shutdown.clone();
     loop {
         let authenticated = session.device.is_some();
@@ -160,7 +165,7 @@ pub async fn serve(socket: WebSocket, state: Arc<AppState>, peer: std::net::Sock
             Message::Binary(bytes) => {
                 let relay = session.handle(&bytes).await;
                 if relay {
-                    unauth_deadline = tokio::time::Instant::now() + unauth_limit;
+                    unauth_deadline = (tokio::time::Instant::now() + unauth_limit).min(relay_cap);
                 }
             }
             Message::Text(_) => {

@@ -46,6 +46,8 @@ pub struct RunningServer {
     purge: tokio::task::JoinHandle<()>,
     shutdown: watch::Sender<bool>,
     grace: Duration,
+    store: Arc<dyn Store>,
+    alive: tokio::sync::mpsc::Receiver<()>,
 }
 
 impl RunningServer {
@@ -60,13 +62,31 @@ impl RunningServer {
     }
 
     /// Stops accepting connections, closes the open ones, lets in-flight requests finish (within
-    /// the grace period) and closes the database.
-    pub async fn shutdown(self) {
+    /// `Limits::shutdown_grace_secs`) and closes the database. A request still running after the
+    /// grace period fails with UNAVAILABLE; nothing it did is half-written, as each store
+    /// operation is one transaction.
+    pub async fn shutdown(mut self) {
+        tracing::info!(addr = %self.addr, "shutting down");
         let _ = self.shutdown.send(true);
         self.handle.graceful_shutdown(Some(self.grace));
         self.purge.abort();
-        let _ = self.task.await;
-        tracing::info!("server stopped");
+        let _ = self.purge.await;
+        let _ = tokio::time::timeout(self.grace, &mut self.task).await;
+        // Every connection answers its in-flight request, then closes on the shutdown signal;
+        // the channel closes once the last one (and the router) has let go of the shared state.
+        if tokio::time::timeout(self.grace, self.alive.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still busy after the grace period; closing anyway");
+            self.task.abort();
+        }
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.close()).await {
+            Ok(Ok(())) => tracing::info!("server stopped; database closed"),
+            Ok(Err(e)) => tracing::error!("closing the database failed: {e}"),
+            Err(e) => tracing::error!("closing the database failed: {e}"),
+        }
     }
 }
 
@@ -101,6 +121,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             .map_err(|e| ServerError::Io(std::io::Error::other(e)))??,
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (alive_tx, alive_rx) = tokio::sync::mpsc::channel(1);
     let state = Arc::new(AppState {
         store: store.clone(),
         notifier: Arc::new(notifier::LocalNotifier::default()),
@@ -109,6 +130,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         buckets: Default::default(),
         next_connection: AtomicU64::new(1),
         shutdown: shutdown_rx,
+        alive: alive_tx,
     });
     let app = Router::new()
         .route("/v1", get(ws_handler))
@@ -117,7 +139,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let handle = axum_server::Handle::<SocketAddr>::new();
     let task = match &config.tls {
         None => {
-            tracing::warn!(listen = %config.listen, "serving plain ws:// without TLS (loopback only)");
+            tracing::warn!(listen = %config.listen, "serving plain ws:// without TLS: traffic to this address is not encrypted in transit; use --tls-cert/--tls-key for anything but local testing");
             tokio::spawn(
                 axum_server::bind(config.listen)
                     .handle(handle.clone())
@@ -144,6 +166,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         }
     };
     let Some(addr) = handle.listening().await else {
+        let _ = store.close();
         let err = match task.await {
             Ok(Err(e)) => e,
             Ok(Ok(())) => std::io::Error::other("server stopped before listening"),
@@ -151,7 +174,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         };
         return Err(ServerError::Io(err));
     };
+    let purge_store = store.clone();
     let purge = tokio::spawn(async move {
+        let store = purge_store;
         let mut tick = tokio::time::interval(Duration::from_secs(PURGE_INTERVAL_SECS));
         loop {
             tick.tick().await;
@@ -172,16 +197,26 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         purge,
         shutdown: shutdown_tx,
         grace: Duration::from_secs(config.limits.shutdown_grace_secs),
+        store,
+        alive: alive_rx,
     })
 }
 
 /// Starts the server and runs it until SIGINT or SIGTERM, then shuts down gracefully.
 pub async fn run_until_signal(config: ServerConfig) -> Result<(), ServerError> {
     let server = start(config).await?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => { r?; tracing::info!("SIGINT: shutting down") }
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await?;
+        tracing::info!("Ctrl-C: shutting down");
     }
     server.shutdown().await;
     Ok(())

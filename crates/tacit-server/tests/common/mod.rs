@@ -69,6 +69,12 @@ pub async fn start_with(
     (dir, server)
 }
 
+/// Starts a server on an existing data directory (for restarts).
+pub async fn start_in(dir: &std::path::Path) -> tacit_server::RunningServer {
+    let config = tacit_server::ServerConfig::new(dir, "127.0.0.1:0".parse().unwrap());
+    tacit_server::start(config).await.unwrap()
+}
+
 impl Raw {
     pub async fn connect(url: &str) -> Raw {
         let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
@@ -105,6 +111,60 @@ impl Raw {
             match f.body {
                 Some(Resp::Envelope(_)) | Some(Resp::QueueDrained(_)) => self.pushed.push(f),
                 _ => return f,
+            }
+        }
+    }
+
+    /// The next binary frame, or None once the server closed the connection.
+    pub async fn recv_or_closed(&mut self) -> Option<v1::ServerFrame> {
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .expect("server answered or closed");
+            match m {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return None,
+                Some(Ok(Message::Binary(b))) => {
+                    return Some(decode_server_frame(&b, 4 << 20).unwrap())
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Waits until the server closes the connection, keeping frames seen meanwhile.
+    pub async fn expect_closed(&mut self) {
+        while let Some(f) = self.recv_or_closed().await {
+            self.pushed.push(f);
+        }
+    }
+
+    /// Sends a frame without waiting for anything.
+    pub async fn send(&mut self, request_id: u64, body: Req) {
+        self.send_bytes(encode(&v1::ClientFrame {
+            request_id,
+            body: Some(body),
+        }))
+        .await;
+    }
+
+    /// Envelopes pushed up to the next `QueueDrained`, and that marker's `last_seq`.
+    pub async fn drain(&mut self) -> (Vec<v1::Envelope>, u64) {
+        let mut got = Vec::new();
+        let mut pending: Vec<v1::ServerFrame> = std::mem::take(&mut self.pushed);
+        pending.reverse();
+        loop {
+            let f = match pending.pop() {
+                Some(f) => f,
+                None => self.recv().await,
+            };
+            match f.body {
+                Some(Resp::Envelope(e)) => got.push(e),
+                Some(Resp::QueueDrained(d)) => {
+                    pending.reverse();
+                    self.pushed = pending;
+                    return (got, d.last_seq);
+                }
+                _ => {}
             }
         }
     }
@@ -183,5 +243,57 @@ pub fn code(resp: &Resp) -> v1::ErrorCode {
 pub async fn registered(url: &str, who: &Identity) -> Raw {
     let mut c = Raw::connect(url).await;
     assert!(matches!(c.register(who).await, Resp::Authenticated(_)));
+    c
+}
+
+impl Raw {
+    pub async fn create_group(&mut self, group_id: &[u8]) -> Resp {
+        self.request(Req::CreateGroup(v1::CreateGroup {
+            group_id: group_id.to_vec(),
+        }))
+        .await
+    }
+
+    pub async fn commit(
+        &mut self,
+        group_id: &[u8],
+        epoch: u64,
+        commit: &[u8],
+        added: &[&Identity],
+        removed: &[&Identity],
+    ) -> Resp {
+        self.request(Req::SendCommit(v1::SendCommit {
+            group_id: group_id.to_vec(),
+            epoch,
+            commit: commit.to_vec(),
+            welcome: if added.is_empty() {
+                vec![]
+            } else {
+                b"welcome".to_vec()
+            },
+            added: added.iter().map(|i| i.addr()).collect(),
+            removed: removed.iter().map(|i| i.addr()).collect(),
+        }))
+        .await
+    }
+
+    pub async fn message(&mut self, group_id: &[u8], message: &[u8]) -> Resp {
+        self.request(Req::SendMessage(v1::SendMessage {
+            group_id: group_id.to_vec(),
+            message: message.to_vec(),
+        }))
+        .await
+    }
+
+    pub async fn ping(&mut self) -> bool {
+        matches!(self.request(Req::Ping(v1::Ping {})).await, Resp::Pong(_))
+    }
+}
+
+/// Authenticates `who` on a fresh connection.
+pub async fn signed_in(url: &str, who: &Identity) -> Raw {
+    let mut c = Raw::connect(url).await;
+    let r = c.auth(who).await;
+    assert!(matches!(r, Resp::Authenticated(_)), "{r:?}");
     c
 }
