@@ -335,6 +335,16 @@ impl Client {
         loop {
             match self.device.process_envelope(env) {
                 Ok(Processed::Events(events)) => {
+                    // A Welcome used up one of our KeyPackages: replace it right away, so that a
+                    // device that stays connected keeps its stock.
+                    if events.iter().any(|e| matches!(e, Event::Joined { .. })) {
+                        let one_time = self.device.new_key_packages(1)?;
+                        self.request(Req::UploadKeyPackages(v1::UploadKeyPackages {
+                            one_time,
+                            last_resort: vec![],
+                        }))
+                        .await?;
+                    }
                     for e in &events {
                         if let Event::LeaveRequested { group_id, .. } = e {
                             let g = group_id.clone();
@@ -539,11 +549,20 @@ impl Client {
             self.lookup_and_pin(h).await?;
         }
         let conversation = self.device.create_conversation(name, direct)?;
-        self.request(Req::CreateGroup(v1::CreateGroup {
-            group_id: conversation.group_id.clone(),
-        }))
-        .await?;
-        self.add_members(&conversation.group_id, handles).await?;
+        let group_id = conversation.group_id.clone();
+        let set_up = async {
+            self.request(Req::CreateGroup(v1::CreateGroup {
+                group_id: group_id.clone(),
+            }))
+            .await?;
+            self.add_members(&group_id, handles).await
+        }
+        .await;
+        if let Err(e) = set_up {
+            // Never leave an empty conversation behind that later sends could pick.
+            self.device.abandon_conversation(&conversation.group_id)?;
+            return Err(e);
+        }
         Ok(conversation)
     }
 

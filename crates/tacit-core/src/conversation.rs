@@ -587,6 +587,23 @@ impl Device {
         })
     }
 
+    /// Drops a conversation that could not be set up (e.g. nobody could be added): its MLS state
+    /// is deleted and it is marked inactive, so that it is never picked for sending.
+    pub fn abandon_conversation(&mut self, group_id: &[u8]) -> Result<()> {
+        let Device { store, crypto, .. } = self;
+        store.transaction(|tx| {
+            let provider = tx.provider(crypto);
+            if let Ok(mut group) = load_group(tx, &provider, group_id) {
+                group.delete(provider.storage()).map_err(mls)?;
+            }
+            let mut c = get_conversation(tx, group_id)?;
+            c.active = false;
+            put_conversation(tx, &c)?;
+            tx.delete(Namespace::Meta, &inflight_key(group_id))?;
+            Ok(())
+        })
+    }
+
     /// All conversations, oldest first.
     pub fn conversations(&mut self) -> Result<Vec<Conversation>> {
         self.store.transaction(|tx| {
