@@ -143,7 +143,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "   scanned {files_live} files while running and {files_after} after shutdown (database, WAL, journal) for {} plaintexts",
         demo.plaintexts.len()
     );
-    println!("   plaintexts found on the server: {found}");
+    println!("   sent messages found in the clear on the server: {found}");
     demo.check(
         found == 0 && files_live > 0,
         "the server stored no plaintext",
