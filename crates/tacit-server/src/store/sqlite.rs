@@ -639,141 +639,39 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn store() -> (tempfile::TempDir, SqliteStore) {
+    #[test]
+    fn a_database_newer_than_this_build_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SqliteStore::open(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join("tacit-server.db")).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        let err = SqliteStore::open(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn the_file_is_in_wal_mode_with_full_sync_and_reopens() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(dir.path()).unwrap();
-        (dir, s)
-    }
-
-    #[test]
-    fn one_time_key_packages_are_handed_out_once_then_last_resort() {
-        let (_d, s) = store();
-        let dev = s
-            .create_account("bob", &[1; 32], 7, &[2; 32], b"cert")
-            .unwrap();
-        s.upload_key_packages(dev.key, &[b"a".to_vec(), b"b".to_vec()], Some(b"last"), 10)
-            .unwrap();
-        let take = || s.claim_key_packages("bob", &[]).unwrap().1.remove(0);
-        assert_eq!(take().key_package, b"a");
-        assert_eq!(take().key_package, b"b");
-        let l = take();
-        assert!(l.last_resort);
-        assert_eq!(take().key_package, b"last");
-        assert_eq!(s.key_package_stock(dev.key).unwrap(), (0, true));
-    }
-
-    #[test]
-    fn epoch_is_compare_and_set_and_queues_are_ordered() {
-        let (_d, s) = store();
-        let a = s
-            .create_account("alice", &[1; 32], 1, &[2; 32], b"c")
-            .unwrap();
-        let b = s
-            .create_account("bob", &[3; 32], 2, &[4; 32], b"c")
-            .unwrap();
-        s.create_group(b"g", a.key).unwrap();
-        let add = [("bob".to_string(), 2u64)];
-        let req = CommitRequest {
-            group_id: b"g",
-            sender: &a,
-            epoch: 0,
-            commit: b"c1",
-            welcome: b"w",
-            added: &add,
-            removed: &[],
-        };
-        assert_eq!(s.commit(&req, 100, 1000).unwrap().0, 1);
-        let stale = CommitRequest {
-            group_id: b"g",
-            sender: &b,
-            epoch: 0,
-            commit: b"c2",
-            welcome: b"",
-            added: &[],
-            removed: &[],
-        };
-        assert!(matches!(
-            s.commit(&stale, 100, 1000),
-            Err(StoreError::EpochMovedOn(1))
-        ));
-        for i in 0..5u8 {
-            s.send_message(b"g", &a, &[i], 100, 1000).unwrap();
+        {
+            let guard = s.conn.lock().unwrap();
+            let conn = guard.as_ref().unwrap();
+            let mode: String = conn
+                .pragma_query_value(None, "journal_mode", |r| r.get(0))
+                .unwrap();
+            let sync: i64 = conn
+                .pragma_query_value(None, "synchronous", |r| r.get(0))
+                .unwrap();
+            assert_eq!(mode, "wal");
+            assert_eq!(sync, 2, "FULL");
         }
-        let got = s.fetch(b.key, 0, 100).unwrap();
-        let seqs: Vec<u64> = got.iter().map(|q| q.seq).collect();
-        assert_eq!(seqs, vec![1, 2, 3, 4, 5, 6]);
-        assert_eq!(got[0].payload, b"w");
-        s.ack(b.key, 3).unwrap();
-        assert_eq!(s.fetch(b.key, 0, 100).unwrap().len(), 3);
-        let outsider = s
-            .create_account("eve", &[5; 32], 3, &[6; 32], b"c")
+        s.create_account("bob", &[1; 32], 7, &[2; 32], b"cert")
             .unwrap();
-        assert!(matches!(
-            s.send_message(b"g", &outsider, b"x", 100, 1000),
-            Err(StoreError::NotAMember)
-        ));
-    }
-
-    #[test]
-    fn full_queue_refuses_the_whole_send() {
-        let (_d, s) = store();
-        let a = s
-            .create_account("alice", &[1; 32], 1, &[2; 32], b"c")
-            .unwrap();
-        let b = s
-            .create_account("bob", &[3; 32], 2, &[4; 32], b"c")
-            .unwrap();
-        s.create_group(b"g", a.key).unwrap();
-        let add = [("bob".to_string(), 2u64)];
-        s.commit(
-            &CommitRequest {
-                group_id: b"g",
-                sender: &a,
-                epoch: 0,
-                commit: b"c",
-                welcome: b"w",
-                added: &add,
-                removed: &[],
-            },
-            3,
-            1000,
-        )
-        .unwrap();
-        s.send_message(b"g", &a, b"1", 3, 1000).unwrap();
-        s.send_message(b"g", &a, b"2", 3, 1000).unwrap();
-        assert!(matches!(
-            s.send_message(b"g", &a, b"3", 3, 1000),
-            Err(StoreError::Limit(_))
-        ));
-        assert_eq!(s.fetch(b.key, 0, 10).unwrap().len(), 3);
-    }
-
-    #[test]
-    fn expired_envelopes_are_purged() {
-        let (_d, s) = store();
-        let a = s
-            .create_account("alice", &[1; 32], 1, &[2; 32], b"c")
-            .unwrap();
-        let b = s
-            .create_account("bob", &[3; 32], 2, &[4; 32], b"c")
-            .unwrap();
-        s.create_group(b"g", a.key).unwrap();
-        let add = [("bob".to_string(), 2u64)];
-        s.commit(
-            &CommitRequest {
-                group_id: b"g",
-                sender: &a,
-                epoch: 0,
-                commit: b"c",
-                welcome: b"w",
-                added: &add,
-                removed: &[],
-            },
-            10,
-            0,
-        )
-        .unwrap();
-        assert!(s.purge_expired(now_ms() + 10).unwrap() > 0);
-        assert!(s.fetch(b.key, 0, 10).unwrap().is_empty());
+        s.close().unwrap();
+        assert!(matches!(s.device("bob", 7), Err(StoreError::Closed)));
+        let s = SqliteStore::open(dir.path()).unwrap();
+        assert!(s.device("bob", 7).unwrap().is_some());
     }
 }
