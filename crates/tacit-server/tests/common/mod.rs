@@ -78,6 +78,11 @@ pub async fn start_in(dir: &std::path::Path) -> tacit_server::RunningServer {
 impl Raw {
     pub async fn connect(url: &str) -> Raw {
         let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Self::from_ws(ws).await
+    }
+
+    /// Wraps an open WebSocket and reads the server's challenge.
+    pub async fn from_ws(ws: Ws) -> Raw {
         let mut raw = Raw {
             ws,
             nonce: vec![],
