@@ -1,0 +1,69 @@
+//! Streams a device's queue to its connection: the backlog in order, a `QueueDrained` marker,
+//! then new envelopes as the notifier announces them. The database stays the source of truth.
+
+use super::*;
+
+impl Session {
+    pub(super) fn start_delivery(&mut self, device: crate::store::DeviceKey) {
+        let state = self.state.clone();
+        let out = self.out.clone();
+        let mut wake = state.notifier.subscribe(device);
+        self.delivery = Some(tokio::spawn(async move {
+            let mut last_sent = 0u64;
+            let mut drained = false;
+            loop {
+                wake.borrow_and_update();
+                let batch = match state
+                    .db(move |s| s.fetch(device, last_sent, DELIVERY_BATCH))
+                    .await
+                {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::warn!("delivery read failed: {e}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                if batch.is_empty() {
+                    if !drained {
+                        drained = true;
+                        if out
+                            .send(frame(
+                                0,
+                                Resp::QueueDrained(v1::QueueDrained {
+                                    last_seq: last_sent,
+                                }),
+                            ))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    tokio::select! {
+                        r = wake.changed() => if r.is_err() { return },
+                        _ = tokio::time::sleep(Duration::from_secs(DELIVERY_POLL_SECS)) => {}
+                    }
+                    continue;
+                }
+                for q in batch {
+                    last_sent = q.seq;
+                    let envelope = v1::Envelope {
+                        seq: q.seq,
+                        kind: q.kind,
+                        group_id: q.group_id,
+                        sender: Some(v1::DeviceAddress {
+                            handle: q.sender_handle,
+                            device_id: q.sender_device,
+                        }),
+                        payload: q.payload,
+                        server_time_ms: q.enqueued_ms,
+                    };
+                    if out.send(frame(0, Resp::Envelope(envelope))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+}

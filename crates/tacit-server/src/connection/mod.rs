@@ -1,0 +1,309 @@
+//! One client connection: challenge, authentication, requests, and the delivery of its queue.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use tacit_identity::{verify_auth, DeviceCertificate, PublicKey};
+use tacit_proto::v1::{
+    self, client_frame::Body as Req, server_frame::Body as Resp, ErrorCode, ProtocolVersion,
+};
+use tacit_proto::validate::validate_client_frame;
+use tacit_proto::{decode_client_frame, encode, DecodeError};
+use tokio::sync::mpsc;
+
+mod auth;
+mod delivery;
+mod requests;
+
+use crate::state::AppState;
+use crate::store::{CommitRequest, DeviceRecord, StoreError};
+
+/// Outgoing frames waiting for the socket, per connection.
+const OUTGOING_FRAMES: usize = 512;
+/// Envelopes read from the database per batch.
+const DELIVERY_BATCH: usize = 256;
+/// The delivery loop re-reads the queue at least this often, in case a notice was lost.
+const DELIVERY_POLL_SECS: u64 = 30;
+
+struct Failure {
+    code: ErrorCode,
+    message: String,
+    retry_after_ms: u64,
+    current_epoch: u64,
+}
+
+impl Failure {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+            retry_after_ms: 0,
+            current_epoch: 0,
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        let code = match &e {
+            StoreError::HandleTaken(_) | StoreError::DeviceExists(_) => ErrorCode::HandleTaken,
+            StoreError::UnknownUser(_) => ErrorCode::UnknownUser,
+            StoreError::GroupExists => ErrorCode::GroupExists,
+            StoreError::UnknownGroup => ErrorCode::UnknownGroup,
+            StoreError::NotAMember => ErrorCode::NotAMember,
+            StoreError::EpochMovedOn(epoch) => {
+                let mut f = Failure::new(ErrorCode::EpochMovedOn, e.to_string());
+                f.current_epoch = *epoch;
+                return f;
+            }
+            StoreError::Limit(_) => ErrorCode::LimitExceeded,
+            StoreError::Closed => {
+                return Failure::new(
+                    ErrorCode::Unavailable,
+                    "the server is shutting down; reconnect in a moment",
+                );
+            }
+            StoreError::Db(detail) => {
+                tracing::error!(%detail, "storage failure");
+                return Failure::new(
+                    ErrorCode::Unavailable,
+                    "storage is temporarily unavailable; retry shortly",
+                );
+            }
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
+struct Session {
+    state: Arc<AppState>,
+    out: mpsc::Sender<Message>,
+    id: u64,
+    nonce: Option<[u8; 32]>,
+    device: Option<DeviceRecord>,
+    delivery: Option<tokio::task::JoinHandle<()>>,
+    close: bool,
+}
+
+fn frame(request_id: u64, body: Resp) -> Message {
+    Message::Binary(
+        encode(&v1::ServerFrame {
+            request_id,
+            body: Some(body),
+        })
+        .into(),
+    )
+}
+
+fn error_frame(request_id: u64, f: Failure) -> Message {
+    frame(
+        request_id,
+        Resp::Error(v1::Error {
+            code: f.code as i32,
+            message: f.message,
+            retry_after_ms: f.retry_after_ms,
+            current_epoch: f.current_epoch,
+        }),
+    )
+}
+
+/// Serves one WebSocket until it closes or the server shuts down.
+pub async fn serve(socket: WebSocket, state: Arc<AppState>, peer: std::net::SocketAddr) {
+    let id = state.next_connection.fetch_add(1, Ordering::Relaxed);
+    let (mut sink, mut stream) = socket.split();
+    let (out, mut out_rx) = mpsc::channel::<Message>(OUTGOING_FRAMES);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            if sink.send(m).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    let nonce: [u8; 32] = rand::random();
+    let mut session = Session {
+        state: state.clone(),
+        out,
+        id,
+        nonce: Some(nonce),
+        device: None,
+        delivery: None,
+        close: false,
+    };
+    tracing::debug!(connection = id, %peer, "connected");
+    session
+        .send(frame(
+            0,
+            Resp::Challenge(v1::Challenge {
+                version: ProtocolVersion::V1 as i32,
+                nonce: nonce.to_vec(),
+            }),
+        ))
+        .await;
+
+    // An unauthenticated connection gets `max_unauthenticated_secs`; device-link relay traffic
+    // (a joiner has no account yet) extends that, but never beyond the life of a link slot.
+    let unauth_limit = Duration::from_secs(state.limits.max_unauthenticated_secs);
+    let connected_at = tokio::time::Instant::now();
+    let relay_cap =
+        connected_at + Duration::from_secs(state.limits.link_slot_ttl_secs).max(unauth_limit);
+    let mut unauth_deadline = connected_at + unauth_limit;
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        let authenticated = session.device.is_some();
+        let message = tokio::select! {
+            m = stream.next() => m,
+            _ = tokio::time::sleep_until(unauth_deadline), if !authenticated => {
+                tracing::debug!(connection = id, "closing: not authenticated in time");
+                session.send(error_frame(0, Failure::new(ErrorCode::NotAuthenticated, "authenticate within the time limit"))).await;
+                break;
+            }
+            _ = shutdown.changed() => break,
+        };
+        let Some(Ok(message)) = message else { break };
+        match message {
+            Message::Binary(bytes) => {
+                let relay = session.handle(&bytes).await;
+                if relay {
+                    unauth_deadline = (tokio::time::Instant::now() + unauth_limit).min(relay_cap);
+                }
+            }
+            Message::Text(_) => {
+                session
+                    .send(error_frame(
+                        0,
+                        Failure::new(
+                            ErrorCode::MalformedFrame,
+                            "text frames are not part of the protocol; send binary protobuf frames",
+                        ),
+                    ))
+                    .await;
+            }
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+        if session.close {
+            break;
+        }
+    }
+    if let Some(d) = session.delivery.take() {
+        d.abort();
+    }
+    drop(session);
+    let _ = writer.await;
+    tracing::debug!(connection = id, "disconnected");
+}
+
+impl Session {
+    async fn send(&self, m: Message) {
+        let _ = self.out.send(m).await;
+    }
+
+    /// Handles one binary frame. Returns true if it was device-link relay traffic (which keeps
+    /// an unauthenticated joiner's connection open).
+    async fn handle(&mut self, bytes: &[u8]) -> bool {
+        let limits = &self.state.limits;
+        let frame = match decode_client_frame(bytes, limits.max_frame_bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                let code = match e {
+                    DecodeError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+                    _ => ErrorCode::MalformedFrame,
+                };
+                tracing::debug!(
+                    connection = self.id,
+                    len = bytes.len(),
+                    "refused frame: {e}"
+                );
+                self.send(error_frame(0, Failure::new(code, e.to_string())))
+                    .await;
+                return false;
+            }
+        };
+        let request_id = frame.request_id;
+        if let Err(e) = validate_client_frame(&frame) {
+            self.send(error_frame(
+                request_id,
+                Failure::new(ErrorCode::MalformedFrame, e.to_string()),
+            ))
+            .await;
+            return false;
+        }
+        let Some(body) = frame.body else { return false };
+        let relay = matches!(body, Req::LinkSend(_) | Req::LinkReceive(_));
+        let kind = request_kind(&body);
+        match &self.device {
+            Some(d) => tracing::debug!(
+                connection = self.id,
+                handle = %d.handle,
+                device = format_args!("{:016x}", d.device_id),
+                kind,
+                request_id,
+                bytes = bytes.len(),
+                "request"
+            ),
+            None => tracing::debug!(
+                connection = self.id,
+                kind,
+                request_id,
+                bytes = bytes.len(),
+                "request (unauthenticated)"
+            ),
+        }
+        let answer = if self.device.is_some() {
+            self.authenticated(body).await
+        } else {
+            self.unauthenticated(body).await
+        };
+        match answer {
+            Ok(Some(resp)) if request_id != 0 || !matches!(resp, Resp::Done(_)) => {
+                self.send(frame_for(request_id, resp)).await
+            }
+            Ok(_) => {}
+            Err(f) => {
+                tracing::debug!(connection = self.id, kind, request_id, code = ?f.code, "request refused");
+                self.send(error_frame(request_id, f)).await
+            }
+        }
+        relay
+    }
+}
+
+fn frame_for(request_id: u64, resp: Resp) -> Message {
+    frame(request_id, resp)
+}
+
+fn request_kind(body: &Req) -> &'static str {
+    match body {
+        Req::Authenticate(_) => "authenticate",
+        Req::RegisterAccount(_) => "register_account",
+        Req::RegisterDevice(_) => "register_device",
+        Req::UploadKeyPackages(_) => "upload_key_packages",
+        Req::ClaimKeyPackages(_) => "claim_key_packages",
+        Req::LookupUser(_) => "lookup_user",
+        Req::ListDevices(_) => "list_devices",
+        Req::CreateGroup(_) => "create_group",
+        Req::SendCommit(_) => "send_commit",
+        Req::SendMessage(_) => "send_message",
+        Req::Ack(_) => "ack",
+        Req::FetchGroupState(_) => "fetch_group_state",
+        Req::LinkOpen(_) => "link_open",
+        Req::LinkSend(_) => "link_send",
+        Req::LinkReceive(_) => "link_receive",
+        Req::Ping(_) => "ping",
+    }
+}
+
+fn link_failure(e: crate::link::LinkError) -> Failure {
+    match e {
+        crate::link::LinkError::Unknown => Failure::new(
+            ErrorCode::LinkSlotUnknown,
+            "no such device-link code (expired, used, or mistyped); start again with a new code",
+        ),
+        crate::link::LinkError::Full(why) => Failure::new(ErrorCode::LimitExceeded, why),
+    }
+}
