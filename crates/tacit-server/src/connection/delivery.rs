@@ -7,6 +7,7 @@ impl Session {
     pub(super) fn start_delivery(&mut self, device: crate::store::DeviceKey) {
         let state = self.state.clone();
         let out = self.out.clone();
+        let connection = self.id;
         let mut wake = state.notifier.subscribe(device);
         self.delivery = Some(tokio::spawn(async move {
             let mut last_sent = 0u64;
@@ -46,6 +47,13 @@ impl Session {
                     }
                     continue;
                 }
+                tracing::debug!(
+                    connection,
+                    first_seq = batch.first().map(|q| q.seq),
+                    envelopes = batch.len(),
+                    bytes = batch.iter().map(|q| q.payload.len()).sum::<usize>(),
+                    "delivering"
+                );
                 for q in batch {
                     last_sent = q.seq;
                     let envelope = v1::Envelope {

@@ -10,65 +10,9 @@ use tacit_proto::v1::EnvelopeKind;
 
 use super::*;
 
-/// Newest schema version this build knows.
-const SCHEMA_VERSION: i64 = 1;
+mod schema;
 
-const SCHEMA_V1: &str = "
-CREATE TABLE users (
-    handle TEXT PRIMARY KEY,
-    identity_key BLOB NOT NULL,
-    created_ms BIGINT NOT NULL
-);
-CREATE TABLE devices (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    handle TEXT NOT NULL REFERENCES users(handle),
-    device_id BIGINT NOT NULL,
-    device_key BLOB NOT NULL,
-    certificate BLOB NOT NULL,
-    next_seq BIGINT NOT NULL DEFAULT 1,
-    queue_len BIGINT NOT NULL DEFAULT 0,
-    removed INTEGER NOT NULL DEFAULT 0,
-    created_ms BIGINT NOT NULL,
-    UNIQUE (handle, device_id)
-);
-CREATE TABLE key_packages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    device INTEGER NOT NULL REFERENCES devices(id),
-    last_resort INTEGER NOT NULL,
-    key_package BLOB NOT NULL
-);
-CREATE INDEX key_packages_by_device ON key_packages (device, last_resort, id);
-CREATE TABLE groups (
-    group_id BLOB PRIMARY KEY,
-    epoch BIGINT NOT NULL,
-    created_ms BIGINT NOT NULL
-);
-CREATE TABLE group_members (
-    group_id BLOB NOT NULL REFERENCES groups(group_id),
-    device INTEGER NOT NULL REFERENCES devices(id),
-    PRIMARY KEY (group_id, device)
-);
-CREATE TABLE payloads (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind INTEGER NOT NULL,
-    group_id BLOB NOT NULL,
-    sender_handle TEXT NOT NULL,
-    sender_device BIGINT NOT NULL,
-    payload BLOB NOT NULL,
-    enqueued_ms BIGINT NOT NULL,
-    expires_ms BIGINT NOT NULL,
-    refs BIGINT NOT NULL
-);
-CREATE INDEX payloads_unreferenced ON payloads (refs);
-CREATE TABLE queue (
-    device INTEGER NOT NULL REFERENCES devices(id),
-    seq BIGINT NOT NULL,
-    payload INTEGER NOT NULL REFERENCES payloads(id),
-    expires_ms BIGINT NOT NULL,
-    PRIMARY KEY (device, seq)
-);
-CREATE INDEX queue_by_expiry ON queue (expires_ms);
-";
+use schema::{SCHEMA_V1, SCHEMA_VERSION};
 
 /// The SQLite store.
 pub struct SqliteStore {
