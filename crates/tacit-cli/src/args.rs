@@ -88,6 +88,22 @@ pub struct ServeArgs {
     /// Log format: `pretty` or `json`.
     #[arg(long, default_value = "pretty")]
     pub log_format: String,
+    /// PostgreSQL URL (postgres://user@host:port/db) to keep the state in, shared by every node
+    /// of a cluster; without it the state is in SQLite in --data.
+    #[arg(long, env = "TACIT_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
+    /// Most PostgreSQL connections this node opens.
+    #[arg(long, env = "TACIT_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: u32,
+    /// NATS URL (nats://host:port) for delivery notices between nodes.
+    #[arg(long, env = "TACIT_NATS_URL")]
+    pub nats: Option<String>,
+    /// First token of this cluster's NATS subjects (clusters sharing a NATS use different ones).
+    #[arg(long, env = "TACIT_NATS_SUBJECT_PREFIX", default_value = "tacit")]
+    pub nats_subject_prefix: String,
+    /// This node's name in logs and on NATS (default: host name and a random suffix).
+    #[arg(long, env = "TACIT_NODE_ID")]
+    pub node_id: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -103,7 +119,8 @@ pub enum AccountCommand {
     Create {
         /// The handle (1-32 of a-z, 0-9, '_', '-', '.').
         handle: String,
-        /// Server URL, e.g. ws://127.0.0.1:7878/v1 or wss://chat.example.org/v1.
+        /// Server URL, e.g. ws://127.0.0.1:7878/v1 or wss://chat.example.org/v1. Several nodes
+        /// of one service may be given, comma-separated: the client uses the first that answers.
         #[arg(long, env = "TACIT_SERVER")]
         server: String,
         /// Protect the local store with a key file (0600) instead of a passphrase.
@@ -124,7 +141,7 @@ pub enum DeviceCommand {
     Join {
         /// The code shown by `tacit device link`.
         code: String,
-        /// Server URL.
+        /// Server URL (or several nodes of one service, comma-separated).
         #[arg(long, env = "TACIT_SERVER")]
         server: String,
         /// Protect the local store with a key file (0600) instead of a passphrase.

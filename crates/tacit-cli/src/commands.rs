@@ -266,6 +266,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         builder.init();
     }
     let mut config = tacit_server::ServerConfig::new(&args.data, args.listen);
+    if let Some(url) = args.database {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            anyhow::bail!(
+                "--database must be a postgres:// URL; leave it out to use SQLite in --data"
+            );
+        }
+        config.database = tacit_server::Database::Postgres {
+            url,
+            options: tacit_server::store::PgOptions {
+                max_connections: args.database_max_connections.max(1),
+                ..Default::default()
+            },
+        };
+    }
+    if let Some(url) = args.nats {
+        config.nats = Some(tacit_server::NatsConfig {
+            url,
+            subject_prefix: args.nats_subject_prefix,
+        });
+    }
+    if let Some(node_id) = args.node_id {
+        config.node_id = node_id;
+    }
     if let (Some(cert_path), Some(key_path)) = (args.tls_cert, args.tls_key) {
         config.tls = Some(tacit_server::TlsConfig {
             cert_path,

@@ -41,6 +41,11 @@ pub struct Client {
     /// Events produced while doing something else (e.g. while catching up before a commit);
     /// handed out by [`Client::take_events`].
     events: Vec<Event>,
+    /// Whether the current connection's backlog has been received (the server's QueueDrained
+    /// marker was seen, by whichever code path handled it).
+    drained: bool,
+    /// Index, in the profile's server list, of the node that answered last.
+    preferred_server: usize,
 }
 
 fn addr(handle: &str, device_id: u64) -> DeviceAddress {
@@ -58,6 +63,8 @@ impl Client {
             conn: None,
             tls,
             events: Vec::new(),
+            drained: false,
+            preferred_server: 0,
         }
     }
 
@@ -75,7 +82,8 @@ impl Client {
     /// KeyPackages.
     pub async fn create_account(&mut self, handle: &str, server_url: &str) -> Result<()> {
         let reg = self.device.create_account(handle, server_url)?;
-        let conn = Connection::connect(server_url, &self.tls).await?;
+        let (conn, node) = Connection::connect_any(server_url, &self.tls, 0).await?;
+        self.preferred_server = node;
         let signature = self.device.sign_auth(&conn.nonce)?;
         let answer = conn
             .request(Req::RegisterAccount(v1::RegisterAccount {
@@ -101,8 +109,10 @@ impl Client {
         if self.conn.is_some() {
             return Ok(());
         }
-        let url = self.device.server_url()?.to_owned();
-        let conn = Connection::connect(&url, &self.tls).await?;
+        let servers = self.device.server_url()?.to_owned();
+        let (conn, node) =
+            Connection::connect_any(&servers, &self.tls, self.preferred_server).await?;
+        self.preferred_server = node;
         let signature = self.device.sign_auth(&conn.nonce)?;
         let reg = self.device.registration()?;
         let answer = conn
@@ -325,7 +335,10 @@ impl Client {
                     .await?;
                 Ok(false)
             }
-            Some(Resp::QueueDrained(_)) => Ok(true),
+            Some(Resp::QueueDrained(_)) => {
+                self.drained = true;
+                Ok(true)
+            }
             _ => Ok(false),
         }
     }
@@ -399,10 +412,11 @@ impl Client {
         // A fresh connection: the server streams the backlog and then marks the end of it.
         self.process_waiting().await.ok();
         self.conn = None;
+        self.drained = false;
         self.connect().await?;
         let deadline = tokio::time::Instant::now()
             + Duration::from_secs(crate::transport::REQUEST_TIMEOUT_SECS * 4);
-        loop {
+        while !self.drained {
             let conn = self
                 .conn
                 .as_mut()
@@ -414,9 +428,8 @@ impl Client {
                 self.conn = None;
                 return Err(ClientError::Disconnected("closed during sync".into()));
             };
-            if self.handle_push(frame).await? {
-                break;
-            }
+            // The marker may be handled here or while an envelope triggers a commit.
+            self.handle_push(frame).await?;
         }
         self.process_waiting().await?;
         Ok(self.take_events())
@@ -779,7 +792,8 @@ impl Client {
         let (mut joiner, first) = tacit_core::link::Joiner::start(code);
         let slot = joiner.slot().to_owned();
         // Unauthenticated relay connection.
-        self.conn = Some(Connection::connect(server_url, &self.tls).await?);
+        let (conn, node) = Connection::connect_any(server_url, &self.tls, 0).await?;
+        self.conn = Some(conn);
         self.request(Req::LinkSend(v1::LinkSend {
             slot: slot.clone(),
             from_initiator: false,
@@ -797,8 +811,9 @@ impl Client {
         .await?;
         let grant = self.link_receive(&slot, false, deadline).await?;
         let reg = joiner.on_grant(&mut self.device, &grant, server_url)?;
-        // Register on a fresh connection (fresh challenge).
-        let conn = Connection::connect(server_url, &self.tls).await?;
+        // Register on a fresh connection (fresh challenge), at the node that relayed the link.
+        let (conn, node) = Connection::connect_any(server_url, &self.tls, node).await?;
+        self.preferred_server = node;
         let signature = self.device.sign_auth(&conn.nonce)?;
         let answer = conn
             .request(Req::RegisterDevice(v1::RegisterDevice {

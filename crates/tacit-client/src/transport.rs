@@ -61,7 +61,41 @@ fn tls_connector(options: &TlsOptions) -> Result<Connector> {
     Ok(Connector::Rustls(Arc::new(config)))
 }
 
+/// The URLs in a server list: one URL, or several nodes of one service separated by commas.
+pub fn server_urls(list: &str) -> Vec<&str> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
 impl Connection {
+    /// Connects to the first node of `list` (see [`server_urls`]) that answers, trying them in
+    /// turn from index `start` (the node that answered last time); returns the connection and
+    /// the index of its node. Fails with the last node's error when none answers.
+    pub async fn connect_any(
+        list: &str,
+        tls: &TlsOptions,
+        start: usize,
+    ) -> Result<(Connection, usize)> {
+        let urls = server_urls(list);
+        let mut last_error = ClientError::Connect {
+            url: list.to_owned(),
+            reason: "no server URL given".into(),
+        };
+        for i in 0..urls.len() {
+            let index = (start + i) % urls.len();
+            match Connection::connect(urls[index], tls).await {
+                Ok(conn) => return Ok((conn, index)),
+                Err(e) => {
+                    tracing::debug!("{e}; trying the next server");
+                    last_error = e;
+                }
+            }
+        }
+        Err(last_error)
+    }
+
     /// Connects and waits for the server's challenge.
     pub async fn connect(url: &str, tls: &TlsOptions) -> Result<Connection> {
         let connect_err = |reason: String| ClientError::Connect {

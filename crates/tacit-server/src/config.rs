@@ -3,6 +3,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::notifier::NatsConfig;
+use crate::store::PgOptions;
+
 /// TLS certificate chain and private key, PEM files.
 #[derive(Clone, Debug)]
 pub struct TlsConfig {
@@ -35,6 +38,9 @@ pub struct Limits {
     pub link_slot_ttl_secs: u64,
     /// Grace period for in-flight requests at shutdown.
     pub shutdown_grace_secs: u64,
+    /// How often a connected device's queue is re-read even without a notice (a notice lost in
+    /// transit between nodes delays a message by at most this).
+    pub delivery_poll_secs: u64,
 }
 
 impl Default for Limits {
@@ -49,6 +55,31 @@ impl Default for Limits {
             max_unauthenticated_secs: 10,
             link_slot_ttl_secs: 600,
             shutdown_grace_secs: 5,
+            delivery_poll_secs: 30,
+        }
+    }
+}
+
+/// Where the server keeps its state.
+#[derive(Clone, Debug)]
+pub enum Database {
+    /// SQLite: `tacit-server.db` in the data directory (the embedded default, one node).
+    Sqlite,
+    /// PostgreSQL at this URL, shared by every node of a cluster.
+    Postgres {
+        /// `postgres://user[:password]@host[:port]/database`; never logged.
+        url: String,
+        /// Pool settings.
+        options: PgOptions,
+    },
+}
+
+impl Database {
+    /// PostgreSQL at `url` with default pool settings.
+    pub fn postgres(url: impl Into<String>) -> Self {
+        Database::Postgres {
+            url: url.into(),
+            options: PgOptions::default(),
         }
     }
 }
@@ -58,6 +89,12 @@ impl Default for Limits {
 pub struct ServerConfig {
     /// Data directory; the SQLite database is `tacit-server.db` in it.
     pub data_dir: PathBuf,
+    /// Which database holds the state.
+    pub database: Database,
+    /// NATS for notices between nodes; `None` for a single node.
+    pub nats: Option<NatsConfig>,
+    /// This node's name in logs and on NATS.
+    pub node_id: String,
     /// Listen address (port 0 picks a free port).
     pub listen: SocketAddr,
     /// TLS; required unless `listen` is a loopback address.
@@ -73,10 +110,23 @@ impl ServerConfig {
     pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
         ServerConfig {
             data_dir: data_dir.into(),
+            database: Database::Sqlite,
+            nats: None,
+            node_id: default_node_id(),
             listen,
             tls: None,
             limits: Limits::default(),
             allow_insecure_non_loopback: false,
         }
     }
+}
+
+/// A node id unique enough to tell nodes apart in logs: the host name and a random suffix.
+pub fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    format!("{host}-{:06x}", rand::random::<u32>() & 0xff_ffff)
 }

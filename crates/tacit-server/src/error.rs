@@ -12,6 +12,9 @@ pub enum ServerError {
     /// TLS certificate or key problem.
     #[error("TLS: {0}")]
     Tls(String),
+    /// A setting is unusable (the message names it).
+    #[error("configuration: {0}")]
+    Config(String),
     /// Could not bind or serve.
     #[error("network: {0}")]
     Io(#[from] std::io::Error),

@@ -16,6 +16,8 @@ pub mod notifier;
 pub mod ratelimit;
 mod state;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -28,11 +30,13 @@ use axum::routing::get;
 use axum::Router;
 use tokio::sync::watch;
 
-pub use config::{Limits, ServerConfig, TlsConfig};
+pub use config::{default_node_id, Database, Limits, ServerConfig, TlsConfig};
 pub use error::ServerError;
+pub use notifier::NatsConfig;
 
+use notifier::Notifier;
 use state::AppState;
-use store::{SqliteStore, Store};
+use store::{PgStore, SqliteStore, Store};
 
 /// How often expired envelopes are purged.
 const PURGE_INTERVAL_SECS: u64 = 300;
@@ -90,6 +94,22 @@ impl RunningServer {
     }
 }
 
+impl RunningServer {
+    /// Stops at once, as a crash would, for tests and failure drills: the listener and every
+    /// connection are dropped without a closing handshake and in-flight requests are abandoned.
+    /// Nothing is half-written (each store operation is one transaction); what was acknowledged
+    /// is in the database for the next node or start.
+    pub async fn abort(self) {
+        tracing::warn!(addr = %self.addr, "aborting");
+        let _ = self.shutdown.send(true);
+        self.handle.shutdown();
+        self.purge.abort();
+        self.task.abort();
+        let _ = self.task.await;
+        close_store(self.store).await;
+    }
+}
+
 async fn ws_handler(
     ws: WebSocketUpgrade,
     State(state): State<Arc<AppState>>,
@@ -106,6 +126,29 @@ async fn ws_handler(
         .on_upgrade(move |socket| connection::serve(socket, state, peer))
 }
 
+/// Opens the configured store off the async runtime (both drivers block).
+async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, ServerError> {
+    let dir = config.data_dir.clone();
+    let database = config.database.clone();
+    let opened =
+        tokio::task::spawn_blocking(move || -> Result<Arc<dyn Store>, store::StoreError> {
+            Ok(match database {
+                config::Database::Sqlite => Arc::new(SqliteStore::open(&dir)?),
+                config::Database::Postgres { url, options } => {
+                    Arc::new(PgStore::open(&url, &options)?)
+                }
+            })
+        })
+        .await
+        .map_err(|e| ServerError::Io(std::io::Error::other(e)))?;
+    Ok(opened?)
+}
+
+/// Closes a store off the async runtime.
+async fn close_store(store: Arc<dyn Store>) {
+    let _ = tokio::task::spawn_blocking(move || store.close()).await;
+}
+
 /// Starts the server and returns once it is listening.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     if config.tls.is_none()
@@ -114,17 +157,22 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     {
         return Err(ServerError::InsecureListen(config.listen));
     }
-    let dir = config.data_dir.clone();
-    let store: Arc<dyn Store> = Arc::new(
-        tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
-            .await
-            .map_err(|e| ServerError::Io(std::io::Error::other(e)))??,
-    );
+    let store = open_store(&config).await?;
+    let notifier: Arc<dyn Notifier> = match &config.nats {
+        None => Arc::new(notifier::LocalNotifier::default()),
+        Some(nats) => match notifier::NatsNotifier::start(nats, &config.node_id).await {
+            Ok(n) => Arc::new(n),
+            Err(e) => {
+                close_store(store).await;
+                return Err(ServerError::Config(e));
+            }
+        },
+    };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (alive_tx, alive_rx) = tokio::sync::mpsc::channel(1);
     let state = Arc::new(AppState {
         store: store.clone(),
-        notifier: Arc::new(notifier::LocalNotifier::default()),
+        notifier,
         limits: config.limits.clone(),
         links: link::LinkSlots::default(),
         buckets: Default::default(),
@@ -166,7 +214,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         }
     };
     let Some(addr) = handle.listening().await else {
-        let _ = store.close();
+        close_store(store).await;
         let err = match task.await {
             Ok(Err(e)) => e,
             Ok(Ok(())) => std::io::Error::other("server stopped before listening"),
@@ -188,7 +236,17 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             }
         }
     });
-    tracing::info!(%addr, tls = config.tls.is_some(), data = %config.data_dir.display(), "listening");
+    tracing::info!(
+        %addr,
+        node = %config.node_id,
+        tls = config.tls.is_some(),
+        database = match &config.database {
+            config::Database::Sqlite => "sqlite",
+            config::Database::Postgres { .. } => "postgres",
+        },
+        nats = config.nats.is_some(),
+        "listening"
+    );
     Ok(RunningServer {
         addr,
         tls: config.tls.is_some(),

@@ -9,6 +9,8 @@ impl Session {
         let out = self.out.clone();
         let connection = self.id;
         let mut wake = state.notifier.subscribe(device);
+        // Re-read the queue this often even without a notice, in case one was lost.
+        let poll = Duration::from_secs(state.limits.delivery_poll_secs.max(1));
         self.delivery = Some(tokio::spawn(async move {
             let mut last_sent = 0u64;
             let mut drained = false;
@@ -43,7 +45,7 @@ impl Session {
                     }
                     tokio::select! {
                         r = wake.changed() => if r.is_err() { return },
-                        _ = tokio::time::sleep(Duration::from_secs(DELIVERY_POLL_SECS)) => {}
+                        _ = tokio::time::sleep(poll) => {}
                     }
                     continue;
                 }

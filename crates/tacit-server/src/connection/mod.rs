@@ -25,8 +25,6 @@ use crate::store::{CommitRequest, DeviceRecord, StoreError};
 const OUTGOING_FRAMES: usize = 512;
 /// Envelopes read from the database per batch.
 const DELIVERY_BATCH: usize = 256;
-/// The delivery loop re-reads the queue at least this often, in case a notice was lost.
-const DELIVERY_POLL_SECS: u64 = 30;
 
 struct Failure {
     code: ErrorCode,
@@ -66,8 +64,15 @@ impl From<StoreError> for Failure {
                     "the server is shutting down; reconnect in a moment",
                 );
             }
-            StoreError::Db(detail) => {
-                tracing::error!(%detail, "storage failure");
+            StoreError::Unavailable(_) | StoreError::Conflict => {
+                tracing::warn!("storage temporarily unavailable: {e}");
+                return Failure::new(
+                    ErrorCode::Unavailable,
+                    "storage is temporarily unavailable; retry shortly",
+                );
+            }
+            StoreError::SchemaTooNew { .. } | StoreError::Db(_) => {
+                tracing::error!(detail = %e, "storage failure");
                 return Failure::new(
                     ErrorCode::Unavailable,
                     "storage is temporarily unavailable; retry shortly",

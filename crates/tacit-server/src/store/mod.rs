@@ -1,9 +1,14 @@
-//! Storage behind one trait, so that backends are interchangeable: SQLite now (embedded
-//! default), PostgreSQL next. The SQL stays within the portable subset (plain tables, no
-//! triggers, no server-side functions).
+//! Storage behind one trait, so that backends are interchangeable: SQLite (the embedded default,
+//! one file) and PostgreSQL (shared by several server nodes). The SQL stays within the portable
+//! subset that PostgreSQL-compatible distributed databases (CockroachDB, YugabyteDB) accept:
+//! plain tables and indexes, `INSERT .. ON CONFLICT`, `UPDATE .. RETURNING`, `SELECT .. FOR
+//! UPDATE`; no triggers, no server-side functions, no LISTEN/NOTIFY, no advisory locks.
 
+mod migrate;
+mod postgres;
 mod sqlite;
 
+pub use self::postgres::{PgOptions, PgStore};
 pub use sqlite::SqliteStore;
 
 /// A device's row id in the store.
@@ -39,6 +44,22 @@ pub enum StoreError {
     /// The database failed. The text is for the operator's log, never for clients.
     #[error("database error: {0}")]
     Db(String),
+    /// The database cannot be reached right now (restarting, network trouble, pool exhausted).
+    /// Nothing was written; the request may be retried.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The transaction lost a race with a concurrent one (serialization failure, deadlock) more
+    /// often than the backend retries it; nothing was written and the request may be retried.
+    #[error("the database was busy with conflicting updates")]
+    Conflict,
+    /// The schema in the database is newer than this build knows; the node must not run on it.
+    #[error("the database has schema version {found}, newer than this server knows ({known}); upgrade the server before starting it on this database")]
+    SchemaTooNew {
+        /// Version found in the database.
+        found: i64,
+        /// Newest version this build knows.
+        known: i64,
+    },
     /// The store was closed (the server is shutting down).
     #[error("the store is closed")]
     Closed,

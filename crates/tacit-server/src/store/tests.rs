@@ -1,14 +1,82 @@
-//! Behaviour every `Store` backend must have, run here against SQLite (in memory). A new
-//! backend runs the same tests by changing `store()`.
+//! The conformance suite: behaviour every `Store` backend must have, written once and run
+//! against each backend — SQLite (in memory) always, PostgreSQL when `TACIT_TEST_POSTGRES_URL`
+//! names a server (each test in a database of its own, dropped afterwards).
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 
 use super::*;
+use crate::testing::TestDatabase;
 
-fn store() -> Arc<dyn Store> {
-    Arc::new(SqliteStore::open_in_memory().unwrap())
+/// A store under test; for PostgreSQL it also owns the test's database, dropped with it.
+struct TestStore {
+    store: Arc<dyn Store>,
+    _database: Option<TestDatabase>,
 }
+
+impl std::ops::Deref for TestStore {
+    type Target = Arc<dyn Store>;
+    fn deref(&self) -> &Self::Target {
+        &self.store
+    }
+}
+
+fn sqlite() -> Option<TestStore> {
+    Some(TestStore {
+        store: Arc::new(SqliteStore::open_in_memory().unwrap()),
+        _database: None,
+    })
+}
+
+fn postgres() -> Option<TestStore> {
+    let database = TestDatabase::create_or_skip("store conformance")?;
+    let store = PgStore::open(&database.url, &PgOptions::default()).unwrap();
+    Some(TestStore {
+        store: Arc::new(store),
+        _database: Some(database),
+    })
+}
+
+/// Runs each named test against one backend.
+macro_rules! conformance {
+    ($backend:ident: $($name:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(store) = super::$backend() {
+                        super::$name(store);
+                    }
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        conformance!(sqlite: $($name),*);
+        conformance!(postgres: $($name),*);
+    };
+}
+
+both_backends!(
+    handles_and_devices_are_unique,
+    key_package_stock_is_capped,
+    claims_skip_excluded_devices_and_report_unknown_users,
+    concurrent_claims_hand_each_one_time_key_package_out_once,
+    sequence_numbers_are_gap_free_per_device_under_concurrency,
+    a_refused_commit_changes_nothing,
+    a_commit_routes_to_removed_members_then_drops_them,
+    one_time_key_packages_are_handed_out_once_then_last_resort,
+    epoch_is_compare_and_set_and_queues_are_ordered,
+    full_queue_refuses_the_whole_send,
+    expired_envelopes_are_purged,
+    concurrent_commits_at_one_epoch_have_one_winner,
+    concurrent_registrations_of_one_handle_have_one_winner,
+    groups_are_unique_and_visible_to_members_only,
+    each_device_acknowledges_only_its_own_copy,
+);
 
 /// alice (device 1) creates "g" and adds bob (device 2) and carol (device 3).
 fn group_of_three(s: &dyn Store) -> (DeviceRecord, DeviceRecord, DeviceRecord) {
@@ -40,9 +108,7 @@ fn group_of_three(s: &dyn Store) -> (DeviceRecord, DeviceRecord, DeviceRecord) {
     (a, b, c)
 }
 
-#[test]
-fn handles_and_devices_are_unique() {
-    let s = store();
+fn handles_and_devices_are_unique(s: TestStore) {
     let a = s
         .create_account("alice", &[1; 32], 1, &[2; 32], b"c")
         .unwrap();
@@ -66,9 +132,7 @@ fn handles_and_devices_are_unique() {
     assert!(s.device("alice", 3).unwrap().is_none());
 }
 
-#[test]
-fn key_package_stock_is_capped() {
-    let s = store();
+fn key_package_stock_is_capped(s: TestStore) {
     let d = s
         .create_account("bob", &[1; 32], 7, &[2; 32], b"c")
         .unwrap();
@@ -88,9 +152,7 @@ fn key_package_stock_is_capped() {
     assert_eq!(s.key_package_stock(d.key).unwrap(), (6, true));
 }
 
-#[test]
-fn claims_skip_excluded_devices_and_report_unknown_users() {
-    let s = store();
+fn claims_skip_excluded_devices_and_report_unknown_users(s: TestStore) {
     let d1 = s
         .create_account("bob", &[1; 32], 1, &[2; 32], b"c")
         .unwrap();
@@ -116,20 +178,19 @@ fn claims_skip_excluded_devices_and_report_unknown_users() {
     ));
 }
 
-#[test]
-fn concurrent_claims_hand_each_one_time_key_package_out_once() {
-    let s = store();
+fn concurrent_claims_hand_each_one_time_key_package_out_once(s: TestStore) {
     let d = s
         .create_account("bob", &[1; 32], 7, &[2; 32], b"c")
         .unwrap();
     let batch: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 8]).collect();
     s.upload_key_packages(d.key, &batch, Some(b"last"), 100)
         .unwrap();
-    let threads: Vec<_> = (0..8)
+    // 10 claimers × 4 claims for 20 one-time KeyPackages.
+    let threads: Vec<_> = (0..10)
         .map(|_| {
             let s = s.clone();
             std::thread::spawn(move || {
-                (0..5)
+                (0..4)
                     .map(|_| s.claim_key_packages("bob", &[]).unwrap().1.remove(0))
                     .collect::<Vec<_>>()
             })
@@ -151,9 +212,7 @@ fn concurrent_claims_hand_each_one_time_key_package_out_once() {
     assert_eq!(last_resort, 20);
 }
 
-#[test]
-fn sequence_numbers_are_gap_free_per_device_under_concurrency() {
-    let s = store();
+fn sequence_numbers_are_gap_free_per_device_under_concurrency(s: TestStore) {
     let (a, b, c) = group_of_three(s.as_ref());
     let threads: Vec<_> = [a, c]
         .into_iter()
@@ -193,9 +252,7 @@ fn sequence_numbers_are_gap_free_per_device_under_concurrency() {
     assert_eq!(next[0].seq, 11);
 }
 
-#[test]
-fn a_refused_commit_changes_nothing() {
-    let s = store();
+fn a_refused_commit_changes_nothing(s: TestStore) {
     let (a, b, _c) = group_of_three(s.as_ref());
     let before = s.fetch(b.key, 0, 100).unwrap().len();
     let ghost = [("ghost".to_string(), 9u64)];
@@ -217,9 +274,7 @@ fn a_refused_commit_changes_nothing() {
     assert_eq!(s.fetch(b.key, 0, 100).unwrap().len(), before);
 }
 
-#[test]
-fn a_commit_routes_to_removed_members_then_drops_them() {
-    let s = store();
+fn a_commit_routes_to_removed_members_then_drops_them(s: TestStore) {
     let (a, b, c) = group_of_three(s.as_ref());
     let removed = [("bob".to_string(), 2u64)];
     let (epoch, notify) = s
@@ -256,9 +311,7 @@ fn a_commit_routes_to_removed_members_then_drops_them() {
     ));
 }
 
-#[test]
-fn one_time_key_packages_are_handed_out_once_then_last_resort() {
-    let s = store();
+fn one_time_key_packages_are_handed_out_once_then_last_resort(s: TestStore) {
     let dev = s
         .create_account("bob", &[1; 32], 7, &[2; 32], b"cert")
         .unwrap();
@@ -273,9 +326,7 @@ fn one_time_key_packages_are_handed_out_once_then_last_resort() {
     assert_eq!(s.key_package_stock(dev.key).unwrap(), (0, true));
 }
 
-#[test]
-fn epoch_is_compare_and_set_and_queues_are_ordered() {
-    let s = store();
+fn epoch_is_compare_and_set_and_queues_are_ordered(s: TestStore) {
     let a = s
         .create_account("alice", &[1; 32], 1, &[2; 32], b"c")
         .unwrap();
@@ -325,9 +376,7 @@ fn epoch_is_compare_and_set_and_queues_are_ordered() {
     ));
 }
 
-#[test]
-fn full_queue_refuses_the_whole_send() {
-    let s = store();
+fn full_queue_refuses_the_whole_send(s: TestStore) {
     let a = s
         .create_account("alice", &[1; 32], 1, &[2; 32], b"c")
         .unwrap();
@@ -359,9 +408,7 @@ fn full_queue_refuses_the_whole_send() {
     assert_eq!(s.fetch(b.key, 0, 10).unwrap().len(), 3);
 }
 
-#[test]
-fn expired_envelopes_are_purged() {
-    let s = store();
+fn expired_envelopes_are_purged(s: TestStore) {
     let a = s
         .create_account("alice", &[1; 32], 1, &[2; 32], b"c")
         .unwrap();
@@ -386,4 +433,106 @@ fn expired_envelopes_are_purged() {
     .unwrap();
     assert!(s.purge_expired(now_ms() + 10).unwrap() > 0);
     assert!(s.fetch(b.key, 0, 10).unwrap().is_empty());
+}
+
+fn concurrent_commits_at_one_epoch_have_one_winner(s: TestStore) {
+    let (a, b, c) = group_of_three(s.as_ref());
+    let threads: Vec<_> = [a, b, c]
+        .into_iter()
+        .cycle()
+        .take(12)
+        .enumerate()
+        .map(|(i, sender)| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let commit = [i as u8];
+                s.commit(
+                    &CommitRequest {
+                        group_id: b"g",
+                        sender: &sender,
+                        epoch: 1,
+                        commit: &commit,
+                        welcome: b"",
+                        added: &[],
+                        removed: &[],
+                    },
+                    1000,
+                    60_000,
+                )
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let winners = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(winners, 1, "{results:?}");
+    for r in &results {
+        match r {
+            Ok((epoch, _)) => assert_eq!(*epoch, 2),
+            Err(e) => assert!(matches!(e, StoreError::EpochMovedOn(2)), "{e}"),
+        }
+    }
+    let alice = s.device("alice", 1).unwrap().unwrap();
+    let (epoch, members) = s.group_state(b"g", alice.key).unwrap();
+    assert_eq!((epoch, members.len()), (2, 3));
+}
+
+fn concurrent_registrations_of_one_handle_have_one_winner(s: TestStore) {
+    let threads: Vec<_> = (0..8u8)
+        .map(|i| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                s.create_account("dave", &[i; 32], u64::from(i), &[i; 32], b"c")
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    assert!(results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .all(|e| matches!(e, StoreError::HandleTaken(_))));
+    assert_eq!(s.user("dave").unwrap().unwrap().certificates.len(), 1);
+}
+
+fn groups_are_unique_and_visible_to_members_only(s: TestStore) {
+    let (a, _b, _c) = group_of_three(s.as_ref());
+    assert!(matches!(
+        s.create_group(b"g", a.key),
+        Err(StoreError::GroupExists)
+    ));
+    assert!(matches!(
+        s.group_state(b"nope", a.key),
+        Err(StoreError::UnknownGroup)
+    ));
+    assert!(matches!(
+        s.send_message(b"nope", &a, b"x", 10, 1000),
+        Err(StoreError::UnknownGroup)
+    ));
+    let eve = s
+        .create_account("eve", &[9; 32], 9, &[9; 32], b"c")
+        .unwrap();
+    assert!(matches!(
+        s.group_state(b"g", eve.key),
+        Err(StoreError::NotAMember)
+    ));
+}
+
+fn each_device_acknowledges_only_its_own_copy(s: TestStore) {
+    let (a, b, c) = group_of_three(s.as_ref());
+    s.send_message(b"g", &a, b"shared", 1000, 60_000).unwrap();
+    let last_b = s.fetch(b.key, 0, 100).unwrap().pop().unwrap();
+    assert_eq!(last_b.payload, b"shared");
+    s.ack(b.key, last_b.seq).unwrap();
+    assert!(s.fetch(b.key, 0, 100).unwrap().is_empty());
+    // carol's copy of the same payload is untouched by bob's acknowledgment.
+    let for_c = s.fetch(c.key, 0, 100).unwrap();
+    assert_eq!(for_c.last().unwrap().payload, b"shared");
+    s.ack(c.key, for_c.last().unwrap().seq).unwrap();
+    assert!(s.fetch(c.key, 0, 100).unwrap().is_empty());
+    // Acknowledging again, or past the end, is harmless; new envelopes continue the sequence.
+    s.ack(c.key, u64::MAX >> 1).unwrap();
+    s.send_message(b"g", &a, b"next", 1000, 60_000).unwrap();
+    let next = s.fetch(c.key, 0, 100).unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].seq, for_c.last().unwrap().seq + 1);
 }

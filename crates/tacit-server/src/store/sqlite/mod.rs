@@ -12,7 +12,7 @@ use super::*;
 
 mod schema;
 
-use schema::{SCHEMA_V1, SCHEMA_VERSION};
+pub(crate) use schema::MIGRATIONS;
 
 /// The SQLite store.
 pub struct SqliteStore {
@@ -35,17 +35,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version > SCHEMA_VERSION {
-            return Err(StoreError::Db(format!(
-                "the database has schema version {version}, newer than this server knows ({SCHEMA_VERSION}); upgrade the server"
-            )));
-        }
-        if version < 1 {
-            conn.execute_batch(&format!(
-                "BEGIN; {SCHEMA_V1} PRAGMA user_version = 1; COMMIT;"
-            ))?;
-        }
+        migrate(&conn)?;
         Ok(SqliteStore {
             conn: Mutex::new(Some(conn)),
         })
@@ -55,9 +45,7 @@ impl SqliteStore {
     pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
         let conn = Connection::open_in_memory()?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.execute_batch(&format!(
-            "BEGIN; {SCHEMA_V1} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-        ))?;
+        migrate(&conn)?;
         Ok(SqliteStore {
             conn: Mutex::new(Some(conn)),
         })
@@ -93,6 +81,23 @@ impl SqliteStore {
         tx.commit()?;
         Ok(out)
     }
+}
+
+/// Applies the missing migrations, each in one transaction with its version bump.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for m in crate::store::migrate::pending(version, MIGRATIONS)? {
+        tracing::info!(
+            version = m.version,
+            step = m.name,
+            "migrating the SQLite schema"
+        );
+        conn.execute_batch(&format!(
+            "BEGIN; {} PRAGMA user_version = {}; COMMIT;",
+            m.sql, m.version
+        ))?;
+    }
+    Ok(())
 }
 
 fn device_by_addr(
@@ -588,10 +593,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(SqliteStore::open(dir.path()).unwrap());
         let conn = Connection::open(dir.path().join("tacit-server.db")).unwrap();
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        let newest = MIGRATIONS.len() as i64;
+        conn.pragma_update(None, "user_version", newest + 1)
             .unwrap();
         drop(conn);
         let err = SqliteStore::open(dir.path()).err().unwrap();
+        assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
         assert!(err.to_string().contains("newer"), "{err}");
     }
 

@@ -1,13 +1,19 @@
-//! The SQLite schema, versioned with `PRAGMA user_version`. Plain tables and indexes only, so
-//! that a PostgreSQL backend can use the same layout (with its own id column types).
+//! The SQLite schema, versioned with `PRAGMA user_version`. Plain tables and indexes only; the
+//! PostgreSQL backend has the same layout with its own column types.
 //!
 //! Payloads are stored once per send and referenced by each recipient's queue rows (`refs`
 //! counts them), so a message to a large group is not copied per device.
 
-/// Newest schema version this build knows.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+use crate::store::migrate::Migration;
 
-pub(super) const SCHEMA_V1: &str = "
+/// The SQLite schema's steps; the version reached is kept in `PRAGMA user_version`.
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "accounts, devices, KeyPackages, groups, payloads and per-device queues",
+    sql: SCHEMA_V1,
+}];
+
+const SCHEMA_V1: &str = "
 CREATE TABLE users (
     handle TEXT PRIMARY KEY,
     identity_key BLOB NOT NULL,

@@ -1,7 +1,7 @@
 //! "Device D has mail" notices. The queue itself is in the database; a notice only wakes the
 //! connection holding D so that it reads the database now. A lost notice delays a message until
-//! the next poll or reconnect, never loses it. In-process now; a NATS implementation carries the
-//! same notices between server nodes.
+//! the next poll or reconnect, never loses it. [`LocalNotifier`] carries notices within one
+//! process; [`NatsNotifier`] also carries them between server nodes over NATS.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,6 +9,10 @@ use std::sync::Mutex;
 use tokio::sync::watch;
 
 use crate::store::DeviceKey;
+
+mod nats;
+
+pub use nats::{NatsConfig, NatsNotifier};
 
 /// Delivers wake-ups to the connections of devices.
 pub trait Notifier: Send + Sync + 'static {
@@ -46,5 +50,46 @@ impl Notifier for LocalNotifier {
             // A poisoned map only costs push latency: the delivery loop also polls.
             Err(_) => watch::channel(0).1,
         }
+    }
+}
+
+impl LocalNotifier {
+    /// Whether some connection in this process follows `device`.
+    pub fn has_receivers(&self, device: DeviceKey) -> bool {
+        self.channels
+            .lock()
+            .map(|map| map.get(&device).is_some_and(|tx| tx.receiver_count() > 0))
+            .unwrap_or(false)
+    }
+
+    /// Wakes every connection in this process (after notices may have been lost).
+    pub fn notify_all(&self) {
+        if let Ok(mut map) = self.channels.lock() {
+            map.retain(|_, tx| tx.receiver_count() > 0);
+            for tx in map.values() {
+                tx.send_modify(|n| *n = n.wrapping_add(1));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_reach_followers_of_that_device_only() {
+        let n = LocalNotifier::default();
+        let mut one = n.subscribe(1);
+        let two = n.subscribe(2);
+        assert!(n.has_receivers(1) && !n.has_receivers(3));
+        n.notify(1);
+        assert!(one.has_changed().unwrap_or(false));
+        assert!(!two.has_changed().unwrap_or(true));
+        one.borrow_and_update();
+        n.notify_all();
+        assert!(one.has_changed().unwrap_or(false) && two.has_changed().unwrap_or(false));
+        drop(one);
+        assert!(!n.has_receivers(1));
     }
 }
