@@ -138,7 +138,13 @@ fn a_node_refuses_a_schema_newer_than_it_knows() {
         return;
     };
     let root = tempfile::tempdir().unwrap();
-    drop(Node::start(root.path(), "node-1", &db.url, &nats, "tacit_cli_schema"));
+    drop(Node::start(
+        root.path(),
+        "node-1",
+        &db.url,
+        &nats,
+        "tacit_cli_schema",
+    ));
     let url = db.url.clone();
     std::thread::spawn(move || {
         let mut c = postgres_client(&url);
