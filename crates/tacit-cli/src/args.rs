@@ -92,6 +92,9 @@ pub struct ServeArgs {
     /// of a cluster; without it the state is in SQLite in --data.
     #[arg(long, env = "TACIT_DATABASE_URL", hide_env_values = true)]
     pub database: Option<String>,
+    /// Extra CA certificate (PEM) for a PostgreSQL URL with sslmode=require.
+    #[arg(long, env = "TACIT_DATABASE_CA_CERT")]
+    pub database_ca_cert: Option<PathBuf>,
     /// Most PostgreSQL connections this node opens.
     #[arg(long, env = "TACIT_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,

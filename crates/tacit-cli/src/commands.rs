@@ -272,10 +272,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 "--database must be a postgres:// URL; leave it out to use SQLite in --data"
             );
         }
+        let ca_certs_pem = match &args.database_ca_cert {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                anyhow::anyhow!("cannot read --database-ca-cert {}: {e}", path.display())
+            })?),
+            None => None,
+        };
         config.database = tacit_server::Database::Postgres {
             url,
             options: tacit_server::store::PgOptions {
                 max_connections: args.database_max_connections.max(1),
+                ca_certs_pem,
                 ..Default::default()
             },
         };
