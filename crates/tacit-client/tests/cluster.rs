@@ -195,6 +195,46 @@ async fn a_nats_outage_pauses_only_cross_node_pushes() {
 }
 
 #[tokio::test]
+async fn nodes_start_without_nats_and_pick_it_up_when_it_comes() {
+    let Some(mut nats) = NatsProcess::start_or_skip("NATS down at start") else {
+        return;
+    };
+    let Some(cluster) = Cluster::new("NATS down at start", Some(nats.url())) else {
+        return;
+    };
+    nats.stop();
+    // Both nodes start and serve although NATS is unreachable.
+    let n1 = cluster.node("node-1").await;
+    let n2 = cluster.node("node-2").await;
+    let mut alice = cluster.account("alice", &n1.url()).await;
+    let bob = cluster.account("bob", &n2.url()).await;
+    let carol = cluster.account("carol", &n1.url()).await;
+    alice.send("bob", "hi bob").await.unwrap();
+    alice.send("carol", "hi carol").await.unwrap();
+    let mut bob_rx = listen(bob).await;
+    let mut carol_rx = listen(carol).await;
+    alice.send("carol", "same node, no NATS").await.unwrap();
+    assert_eq!(
+        next_text(&mut carol_rx).await,
+        ("alice".into(), "same node, no NATS".into())
+    );
+    alice.send("bob", "waiting for NATS").await.unwrap();
+
+    nats.start();
+    assert_eq!(
+        next_text(&mut bob_rx).await,
+        ("alice".into(), "waiting for NATS".into())
+    );
+    alice.send("bob", "with NATS").await.unwrap();
+    assert_eq!(
+        next_text(&mut bob_rx).await,
+        ("alice".into(), "with NATS".into())
+    );
+    n1.shutdown().await;
+    n2.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_node_that_dies_loses_nothing_its_clients_move_to_another() {
     let Some(cluster) = Cluster::new("node failure", None) else {
         return;

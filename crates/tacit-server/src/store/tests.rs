@@ -76,6 +76,7 @@ both_backends!(
     concurrent_registrations_of_one_handle_have_one_winner,
     groups_are_unique_and_visible_to_members_only,
     each_device_acknowledges_only_its_own_copy,
+    a_closed_store_refuses_everything,
 );
 
 /// alice (device 1) creates "g" and adds bob (device 2) and carol (device 3).
@@ -535,4 +536,18 @@ fn each_device_acknowledges_only_its_own_copy(s: TestStore) {
     let next = s.fetch(c.key, 0, 100).unwrap();
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].seq, for_c.last().unwrap().seq + 1);
+}
+
+fn a_closed_store_refuses_everything(s: TestStore) {
+    let a = s
+        .create_account("alice", &[1; 32], 1, &[2; 32], b"c")
+        .unwrap();
+    s.close().unwrap();
+    s.close().unwrap(); // idempotent
+    assert!(matches!(s.device("alice", 1), Err(StoreError::Closed)));
+    assert!(matches!(s.fetch(a.key, 0, 10), Err(StoreError::Closed)));
+    assert!(matches!(
+        s.create_account("bob", &[3; 32], 2, &[4; 32], b"c"),
+        Err(StoreError::Closed)
+    ));
 }

@@ -23,19 +23,20 @@ use std::sync::Arc;
 
 use ::postgres::config::SslMode;
 use ::postgres::error::SqlState;
-use ::postgres::Transaction;
-use r2d2_postgres::PostgresConnectionManager;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::*;
 
 mod operations;
 mod schema;
+mod session;
+
+use session::{Manager, Session, Tx};
 
 pub(crate) use schema::MIGRATIONS;
 
-type Pool = r2d2::Pool<PostgresConnectionManager<MakeRustlsConnect>>;
-type Conn = r2d2::PooledConnection<PostgresConnectionManager<MakeRustlsConnect>>;
+type Pool = r2d2::Pool<Manager>;
+type Conn = r2d2::PooledConnection<Manager>;
 
 /// Connection pool settings.
 #[derive(Clone, Debug)]
@@ -66,6 +67,9 @@ const MAX_TX_ATTEMPTS: u32 = 8;
 pub struct PgStore {
     /// `None` once closed.
     pool: RwLock<Option<Pool>>,
+    /// How many pooled connections a request may find dead (after a database restart) before
+    /// it fails as unavailable.
+    dead_connection_retries: usize,
 }
 
 /// Maps a driver error: lost connections are "unavailable", lost races are "conflict" (retried),
@@ -116,17 +120,24 @@ impl PgStore {
         if config.get_ssl_mode() != SslMode::Require {
             config.ssl_mode(SslMode::Disable);
         }
-        let manager = PostgresConnectionManager::new(config, tls_connector(options)?);
+        let manager = Manager {
+            config,
+            tls: tls_connector(options)?,
+        };
+        // Connections are not pinged before use (that would cost a round trip per request): a
+        // dead one fails its first statement, is dropped by the pool, and the request is tried
+        // again on another (see `tx` and `read`).
         let pool = r2d2::Pool::builder()
             .max_size(options.max_connections)
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(options.connect_timeout_secs))
-            .test_on_check_out(true)
+            .test_on_check_out(false)
             .error_handler(Box::new(PoolErrorLog))
             .build(manager)
             .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
         let store = PgStore {
             pool: RwLock::new(Some(pool)),
+            dead_connection_retries: options.max_connections as usize + 1,
         };
         store.migrate()?;
         Ok(store)
@@ -163,48 +174,66 @@ impl PgStore {
                 return Ok(());
             };
             let mut tx = conn.transaction()?;
+            // A node starting at the same time waits here for the first one's commit, then
+            // claims nothing and sees the step applied.
             let claimed = tx.execute(
-                "INSERT INTO tacit_schema (version, name, applied_ms) VALUES ($1, $2, $3)",
+                "INSERT INTO tacit_schema (version, name, applied_ms) VALUES ($1, $2, $3) ON CONFLICT (version) DO NOTHING",
                 &[&step.version, &step.name, &(now_ms() as i64)],
-            );
-            match claimed {
-                Ok(_) => {
-                    tracing::info!(
-                        version = step.version,
-                        step = step.name,
-                        "migrating the PostgreSQL schema"
-                    );
-                    tx.batch_execute(step.sql)?;
-                    tx.commit()?;
-                }
-                // Another node applied this step meanwhile.
-                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => drop(tx),
-                Err(e) => return Err(e.into()),
+            )?;
+            if claimed == 1 {
+                tracing::info!(
+                    version = step.version,
+                    step = step.name,
+                    "migrating the PostgreSQL schema"
+                );
+                tx.batch_execute(step.sql)?;
+                tx.commit()?;
             }
         }
     }
 
     /// Runs `f` in one transaction, retrying it whole when it lost a race (serialization failure
-    /// or deadlock). Anything else rolls back and is returned.
+    /// or deadlock), or when the pooled connection turned out dead before the transaction began.
+    /// Anything else rolls back and is returned.
     fn tx<T>(
         &self,
-        mut f: impl FnMut(&mut Transaction<'_>) -> Result<T, StoreError>,
+        mut f: impl FnMut(&mut Tx<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut attempt = 0;
+        let mut conflicts = 0;
+        let mut dead = 0;
         loop {
-            attempt += 1;
             let mut conn = self.conn()?;
-            let result = (|| {
-                let mut tx = conn.transaction()?;
-                let out = f(&mut tx)?;
-                tx.commit()?;
-                Ok(out)
-            })();
+            let mut tx = match conn.transaction() {
+                Ok(tx) => tx,
+                Err(StoreError::Unavailable(_)) if dead < self.dead_connection_retries => {
+                    dead += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let result = f(&mut tx).and_then(|out| tx.commit().map(|()| out));
             match result {
-                Err(StoreError::Conflict) if attempt < MAX_TX_ATTEMPTS => {
-                    let ms = rand::random::<u64>() % (5 << attempt.min(6));
+                Err(StoreError::Conflict) if conflicts + 1 < MAX_TX_ATTEMPTS => {
+                    conflicts += 1;
+                    let ms = rand::random::<u64>() % (5 << conflicts.min(6));
                     std::thread::sleep(Duration::from_millis(ms));
                 }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs a read outside a transaction (one statement is one consistent snapshot), retrying it
+    /// on another connection when the pooled one turned out dead.
+    fn read<T>(
+        &self,
+        mut f: impl FnMut(&mut Session) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut dead = 0;
+        loop {
+            let mut conn = self.conn()?;
+            match f(&mut conn) {
+                Err(StoreError::Unavailable(_)) if dead < self.dead_connection_retries => dead += 1,
                 other => return other,
             }
         }

@@ -1,17 +1,16 @@
 //! The `Store` operations in PostgreSQL's SQL, each one transaction (see the module above for the
 //! locking rules they follow).
 
-use ::postgres::Transaction;
 use tacit_proto::v1::EnvelopeKind;
 
-use super::PgStore;
+use super::{PgStore, Tx};
 use crate::store::*;
 
 const DEVICE_BY_ADDR: &str =
     "SELECT id, device_key FROM devices WHERE handle = $1 AND device_id = $2 AND removed = 0";
 
 fn device_by_addr(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     handle: &str,
     device_id: u64,
 ) -> Result<Option<DeviceRecord>, StoreError> {
@@ -25,11 +24,7 @@ fn device_by_addr(
         }))
 }
 
-fn is_member(
-    tx: &mut Transaction<'_>,
-    group_id: &[u8],
-    device: DeviceKey,
-) -> Result<bool, StoreError> {
+fn is_member(tx: &mut Tx<'_>, group_id: &[u8], device: DeviceKey) -> Result<bool, StoreError> {
     Ok(tx
         .query_opt(
             "SELECT 1 FROM group_members WHERE group_id = $1 AND device = $2",
@@ -38,7 +33,7 @@ fn is_member(
         .is_some())
 }
 
-fn members(tx: &mut Transaction<'_>, group_id: &[u8]) -> Result<Vec<DeviceKey>, StoreError> {
+fn members(tx: &mut Tx<'_>, group_id: &[u8]) -> Result<Vec<DeviceKey>, StoreError> {
     Ok(tx
         .query(
             "SELECT device FROM group_members WHERE group_id = $1 ORDER BY device",
@@ -60,7 +55,7 @@ struct NewPayload<'a> {
 /// Stores one payload and queues it for `recipients`: their device rows are locked in id order,
 /// each gets its next sequence number, and a full queue refuses the whole send.
 fn enqueue(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     p: &NewPayload<'_>,
     recipients: &[DeviceKey],
     max_queue: usize,
@@ -115,7 +110,7 @@ fn enqueue(
 
 /// Removes queue rows of `device` with seq <= `up_to` and releases their payloads. The device
 /// row is locked first, so two acknowledgments of one queue cannot release a payload twice.
-fn dequeue(tx: &mut Transaction<'_>, device: DeviceKey, up_to: u64) -> Result<(), StoreError> {
+fn dequeue(tx: &mut Tx<'_>, device: DeviceKey, up_to: u64) -> Result<(), StoreError> {
     tx.execute("SELECT 1 FROM devices WHERE id = $1 FOR UPDATE", &[&device])?;
     let payloads: Vec<i64> = tx
         .query(
@@ -144,7 +139,7 @@ fn dequeue(tx: &mut Transaction<'_>, device: DeviceKey, up_to: u64) -> Result<()
 }
 
 fn insert_device(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     handle: &str,
     device_id: u64,
     device_key: &[u8],
@@ -205,9 +200,7 @@ impl Store for PgStore {
     }
 
     fn device(&self, handle: &str, device_id: u64) -> Result<Option<DeviceRecord>, StoreError> {
-        let row = self
-            .conn()?
-            .query_opt(DEVICE_BY_ADDR, &[&handle, &(device_id as i64)])?;
+        let row = self.read(|s| s.query_opt(DEVICE_BY_ADDR, &[&handle, &(device_id as i64)]))?;
         Ok(row.map(|r| DeviceRecord {
             key: r.get(0),
             handle: handle.to_owned(),
@@ -260,28 +253,27 @@ impl Store for PgStore {
                     "this device would hold more than {max_stock} KeyPackages; upload fewer"
                 )));
             }
-            let insert = tx.prepare(
-                "INSERT INTO key_packages (device, last_resort, key_package) VALUES ($1, $2, $3)",
-            )?;
+            const INSERT: &str =
+                "INSERT INTO key_packages (device, last_resort, key_package) VALUES ($1, $2, $3)";
             for kp in one_time {
-                tx.execute(&insert, &[&device, &0i16, kp])?;
+                tx.execute(INSERT, &[&device, &0i16, kp])?;
             }
             if let Some(kp) = last_resort {
                 tx.execute(
                     "DELETE FROM key_packages WHERE device = $1 AND last_resort = 1",
                     &[&device],
                 )?;
-                tx.execute(&insert, &[&device, &1i16, &kp])?;
+                tx.execute(INSERT, &[&device, &1i16, &kp])?;
             }
             Ok(())
         })
     }
 
     fn key_package_stock(&self, device: DeviceKey) -> Result<(u64, bool), StoreError> {
-        let row = self.conn()?.query_one(
+        let row = self.read(|s| s.query_one(
             "SELECT COALESCE(SUM(1 - last_resort), 0)::BIGINT, COALESCE(SUM(last_resort), 0)::BIGINT FROM key_packages WHERE device = $1",
             &[&device],
-        )?;
+        ))?;
         let (one_time, last): (i64, i64) = (row.get(0), row.get(1));
         Ok((one_time as u64, last > 0))
     }
@@ -441,19 +433,20 @@ impl Store for PgStore {
         ttl_ms: u64,
     ) -> Result<Vec<DeviceKey>, StoreError> {
         self.tx(|tx| {
-            if tx
-                .query_opt("SELECT 1 FROM groups WHERE group_id = $1", &[&group_id])?
-                .is_none()
-            {
-                return Err(StoreError::UnknownGroup);
+            // One read in the common case: the members, the sender among them.
+            let members = members(tx, group_id)?;
+            if !members.contains(&sender.key) {
+                let exists = tx
+                    .query_opt("SELECT 1 FROM groups WHERE group_id = $1", &[&group_id])?
+                    .is_some();
+                return Err(if exists {
+                    StoreError::NotAMember
+                } else {
+                    StoreError::UnknownGroup
+                });
             }
-            if !is_member(tx, group_id, sender.key)? {
-                return Err(StoreError::NotAMember);
-            }
-            let recipients: Vec<DeviceKey> = members(tx, group_id)?
-                .into_iter()
-                .filter(|d| *d != sender.key)
-                .collect();
+            let recipients: Vec<DeviceKey> =
+                members.into_iter().filter(|d| *d != sender.key).collect();
             enqueue(
                 tx,
                 &NewPayload {
@@ -476,12 +469,12 @@ impl Store for PgStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Queued>, StoreError> {
-        let rows = self.conn()?.query(
+        let rows = self.read(|s| s.query(
             "SELECT q.seq, p.kind, p.group_id, p.sender_handle, p.sender_device, p.payload, p.enqueued_ms
              FROM queue q JOIN payloads p ON p.id = q.payload
              WHERE q.device = $1 AND q.seq > $2 ORDER BY q.seq LIMIT $3",
             &[&device, &(after as i64), &(limit as i64)],
-        )?;
+        ))?;
         Ok(rows
             .iter()
             .map(|r| Queued {
@@ -528,11 +521,10 @@ impl Store for PgStore {
 
     fn purge_expired(&self, now: u64) -> Result<usize, StoreError> {
         let expired: Vec<(i64, i64)> = self
-            .conn()?
-            .query(
+            .read(|s| s.query(
                 "SELECT device, MAX(seq) FROM queue WHERE expires_ms < $1 GROUP BY device ORDER BY device",
                 &[&(now as i64)],
-            )?
+            ))?
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect();
