@@ -192,6 +192,15 @@ impl Client {
         for outgoing in self.device.inflight_commits()? {
             match self.send_commit(&outgoing).await {
                 Ok(()) => {}
+                // Some commit took this epoch: ours (accepted before the answer was lost; its
+                // echo in the queue merges it) or another member's (processing it drops ours).
+                // The queue decides; dropping ours here would strand us an epoch behind.
+                Err(ClientError::Server {
+                    code: ErrorCode::EpochMovedOn,
+                    ..
+                }) => {}
+                // Not now: keep it for the next connection.
+                Err(e) if e.is_temporary() => return Err(e),
                 Err(e) if e.server_code().is_some() => {
                     self.device.commit_rejected(&outgoing.group_id)?
                 }
@@ -212,12 +221,9 @@ impl Client {
                 .await;
             match answer {
                 Ok(_) => self.device.outbox_sent(item.id)?,
-                Err(
-                    e @ ClientError::Server {
-                        code: ErrorCode::RateLimited,
-                        ..
-                    },
-                ) => return Err(e),
+                // Temporary (slow down, storage restarting, server hiccup): the message stays
+                // in the outbox for the next attempt.
+                Err(e) if e.is_temporary() => return Err(e),
                 Err(ClientError::Server { code, message, .. }) => {
                     // Permanently refused (e.g. no longer a member): drop it and say so.
                     self.device.outbox_sent(item.id)?;
@@ -288,7 +294,9 @@ impl Client {
                     self.catch_up(group_id, current_epoch).await?;
                 }
                 Err(e) => {
-                    if e.server_code().is_some() {
+                    // A temporary failure may hide an accepted commit: keep it in flight, to be
+                    // resent (or matched with its echo) on the next connection.
+                    if e.server_code().is_some() && !e.is_temporary() {
                         self.device.commit_rejected(group_id)?;
                     }
                     return Err(e);

@@ -51,6 +51,16 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// Whether the server said "not now" rather than "no" (rate limited, storage unavailable, an
+    /// internal failure): the request may be tried again later. For a storage failure the
+    /// request may even have been applied, so what it carried must be kept, not dropped.
+    pub fn is_temporary(&self) -> bool {
+        matches!(
+            self.server_code(),
+            Some(ErrorCode::RateLimited | ErrorCode::Unavailable | ErrorCode::Internal)
+        )
+    }
 }
 
 /// Shorthand.

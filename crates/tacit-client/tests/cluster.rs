@@ -13,7 +13,9 @@ use std::time::Duration;
 use common::*;
 use tacit_client::Client;
 use tacit_core::Event;
-use tacit_server::testing::{env_url, NatsProcess, TestDatabase, NATS_URL_VAR};
+use tacit_server::testing::{
+    env_url, host_port, with_host_port, NatsProcess, TcpProxy, TestDatabase, NATS_URL_VAR,
+};
 use tacit_server::{Database, NatsConfig, RunningServer, ServerConfig};
 use tokio::sync::mpsc;
 
@@ -268,4 +270,53 @@ async fn a_node_that_dies_loses_nothing_its_clients_move_to_another() {
         vec!["still here"]
     );
     n2.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_database_restart_fails_requests_clearly_and_the_node_recovers_by_itself() {
+    let Some(database) = TestDatabase::create_or_skip("PostgreSQL restart") else {
+        return;
+    };
+    // The node reaches PostgreSQL through a relay that the test can cut, as a restart would.
+    let proxy = TcpProxy::start(&host_port(&database.url));
+    let root = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(root.path().join("node"), "127.0.0.1:0".parse().unwrap());
+    config.database = Database::Postgres {
+        url: with_host_port(&database.url, &proxy.addr()),
+        options: tacit_server::store::PgOptions {
+            connect_timeout_secs: 1,
+            ..Default::default()
+        },
+    };
+    let node = tacit_server::start(config).await.expect("node starts");
+    let mut alice = new_client(root.path(), "alice");
+    alice.create_account("alice", &node.url()).await.unwrap();
+    let mut bob = new_client(root.path(), "bob");
+    bob.create_account("bob", &node.url()).await.unwrap();
+    alice.send("bob", "before the restart").await.unwrap();
+
+    proxy.pause();
+    let err = alice
+        .send("bob", "during the restart")
+        .await
+        .expect_err("the database is down");
+    let text = err.to_string();
+    assert!(
+        text.contains("storage is temporarily unavailable") && text.contains("kept in the outbox"),
+        "{text}"
+    );
+
+    proxy.resume();
+    // The same node, not restarted, serves again; the message kept in the outbox goes first.
+    alice.send("bob", "after the restart").await.unwrap();
+    let ev = bob.sync().await.unwrap();
+    assert_eq!(
+        texts_from(&ev, "alice"),
+        vec![
+            "before the restart",
+            "during the restart",
+            "after the restart"
+        ]
+    );
+    node.shutdown().await;
 }

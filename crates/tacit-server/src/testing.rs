@@ -5,13 +5,18 @@
 //!   nothing behind.
 //! - [`NatsProcess`]: a private `nats-server` child process on a free loopback port, which a
 //!   test may stop and start again (to see a node live through a NATS outage).
+//! - [`TcpProxy`]: a loopback TCP relay in front of a service; pausing it cuts every relayed
+//!   connection and refuses new ones, as a restart of the service would, for one node only.
 //!
 //! When the variable that names a service is unset, the helpers say so on standard error and the
 //! test is skipped; when it is set and the service cannot be reached, the test fails.
 #![allow(clippy::expect_used)]
 
-use std::net::TcpListener;
+use std::io::ErrorKind;
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The variable naming the PostgreSQL server for tests (`postgres://user@host:port/db`).
@@ -24,6 +29,27 @@ pub const NATS_SERVER_BIN_VAR: &str = "TACIT_TEST_NATS_SERVER";
 /// The value of `var`, if set and not empty.
 pub fn env_url(var: &str) -> Option<String> {
     std::env::var(var).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The `host:port` of a `postgres://` URL (port 5432 when absent).
+pub fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:5432")
+    }
+}
+
+/// `url` with its `host:port` replaced by `host_port` (user, database and parameters kept).
+pub fn with_host_port(url: &str, host_port: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let user = authority.rsplit_once('@').map(|(u, _)| format!("{u}@"));
+    format!("{scheme}://{}{host_port}{tail}", user.unwrap_or_default())
 }
 
 /// `url` with its database name replaced by `database` (query parameters kept).
@@ -194,9 +220,171 @@ impl Drop for NatsProcess {
     }
 }
 
+/// A TCP relay on a loopback port in front of `target`.
+pub struct TcpProxy {
+    port: u16,
+    shared: Arc<ProxyShared>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+struct ProxyShared {
+    target: String,
+    paused: AtomicBool,
+    listening: AtomicBool,
+    stop: AtomicBool,
+    live: Mutex<Vec<TcpStream>>,
+}
+
+impl TcpProxy {
+    /// Starts relaying connections to `target` (`host:port`).
+    pub fn start(target: &str) -> TcpProxy {
+        let shared = Arc::new(ProxyShared {
+            target: target.to_owned(),
+            paused: AtomicBool::new(false),
+            listening: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            live: Mutex::new(Vec::new()),
+        });
+        let port = free_port();
+        let accept = {
+            let shared = shared.clone();
+            std::thread::spawn(move || accept_loop(port, &shared))
+        };
+        let proxy = TcpProxy {
+            port,
+            shared,
+            accept: Some(accept),
+        };
+        proxy.wait_listening(true);
+        proxy
+    }
+
+    /// Where clients connect instead of the target.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Cuts every relayed connection and refuses new ones until [`TcpProxy::resume`].
+    pub fn pause(&self) {
+        self.shared.paused.store(true, Ordering::SeqCst);
+        self.wait_listening(false);
+        if let Ok(mut live) = self.shared.live.lock() {
+            for s in live.drain(..) {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    /// Accepts connections again, on the same port.
+    pub fn resume(&self) {
+        self.shared.paused.store(false, Ordering::SeqCst);
+        self.wait_listening(true);
+    }
+
+    fn wait_listening(&self, listening: bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.shared.listening.load(Ordering::SeqCst) != listening {
+            assert!(Instant::now() < deadline, "proxy did not change state");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.pause();
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn accept_loop(port: u16, shared: &ProxyShared) {
+    let mut listener: Option<TcpListener> = None;
+    while !shared.stop.load(Ordering::SeqCst) {
+        if shared.paused.load(Ordering::SeqCst) {
+            listener = None;
+            shared.listening.store(false, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        let Some(l) = &listener else {
+            match TcpListener::bind(("127.0.0.1", port)).and_then(|l| {
+                l.set_nonblocking(true)?;
+                Ok(l)
+            }) {
+                Ok(l) => {
+                    listener = Some(l);
+                    shared.listening.store(true, Ordering::SeqCst);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+            continue;
+        };
+        match l.accept() {
+            Ok((client, _)) => relay(client, shared),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(2))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    shared.listening.store(false, Ordering::SeqCst);
+}
+
+/// Copies both ways between `client` and a new connection to the target.
+fn relay(client: TcpStream, shared: &ProxyShared) {
+    let Ok(server) = TcpStream::connect(&shared.target) else {
+        return;
+    };
+    let _ = client.set_nonblocking(false);
+    let pipes = (|| -> std::io::Result<_> {
+        Ok((
+            client.try_clone()?,
+            server.try_clone()?,
+            client.try_clone()?,
+            server.try_clone()?,
+        ))
+    })();
+    let Ok((mut c_read, mut s_write, c_keep, s_keep)) = pipes else {
+        return;
+    };
+    let (mut s_read, mut c_write) = (server, client);
+    if let Ok(mut live) = shared.live.lock() {
+        live.push(c_keep);
+        live.push(s_keep);
+    }
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c_read, &mut s_write);
+        let _ = s_write.shutdown(Shutdown::Both);
+    });
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut s_read, &mut c_write);
+        let _ = c_write.shutdown(Shutdown::Both);
+    });
+}
+
 #[cfg(test)]
 mod tests {
-    use super::with_database;
+    use super::*;
+
+    #[test]
+    fn urls_are_taken_apart_and_put_together() {
+        assert_eq!(
+            host_port("postgres://u@127.0.0.1:5432/test"),
+            "127.0.0.1:5432"
+        );
+        assert_eq!(host_port("postgres://u:p@db/test?x=1"), "db:5432");
+        assert_eq!(
+            with_host_port("postgres://u:p@db:5432/test?x=1", "127.0.0.1:9"),
+            "postgres://u:p@127.0.0.1:9/test?x=1"
+        );
+        assert_eq!(
+            with_host_port("postgres://db/test", "127.0.0.1:9"),
+            "postgres://127.0.0.1:9/test"
+        );
+    }
 
     #[test]
     fn the_database_name_is_replaced_and_the_rest_kept() {

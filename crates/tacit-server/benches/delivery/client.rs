@@ -1,0 +1,180 @@
+//! The raw protocol client: device keys, request frames, a registered connection, pair setup.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tacit_identity::{sign_auth, DeviceCertificate, DeviceKeyPair, IdentityKeyPair};
+use tacit_proto::v1::{
+    self, client_frame::Body as Req, server_frame::Body as Resp, ProtocolVersion,
+};
+use tacit_proto::{decode_server_frame, encode};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::Result;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Longest wait for one answer while setting up.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest server frame this client decodes.
+const MAX_FRAME_BYTES: usize = 4 << 20;
+
+/// One device's keys.
+struct Device {
+    handle: String,
+    identity: IdentityKeyPair,
+    device: DeviceKeyPair,
+    device_id: u64,
+    cert: DeviceCertificate,
+}
+
+impl Device {
+    fn new(handle: String) -> Device {
+        let identity = IdentityKeyPair::generate();
+        let device = DeviceKeyPair::generate();
+        let device_id = rand::random();
+        let cert = DeviceCertificate::issue(&identity, &handle, device_id, &device.public(), 0);
+        Device {
+            handle,
+            identity,
+            device,
+            device_id,
+            cert,
+        }
+    }
+
+    fn addr(&self) -> v1::DeviceAddress {
+        v1::DeviceAddress {
+            handle: self.handle.clone(),
+            device_id: self.device_id,
+        }
+    }
+}
+
+pub(crate) fn frame(request_id: u64, body: Req) -> Message {
+    Message::Binary(
+        encode(&v1::ClientFrame {
+            request_id,
+            body: Some(body),
+        })
+        .into(),
+    )
+}
+
+/// A raw protocol connection of one registered device.
+pub(crate) struct Conn {
+    pub(crate) ws: Ws,
+    next_id: u64,
+}
+
+impl Conn {
+    /// Connects to `url` and registers `who` as a new account.
+    async fn registered(url: &str, who: &Device) -> Result<Conn> {
+        let (ws, _) = tokio::time::timeout(SETUP_TIMEOUT, tokio_tungstenite::connect_async(url))
+            .await
+            .map_err(|_| "connecting timed out")??;
+        let mut conn = Conn { ws, next_id: 1 };
+        let nonce = match conn.recv_within(SETUP_TIMEOUT).await?.body {
+            Some(Resp::Challenge(c)) => c.nonce,
+            other => return Err(format!("expected a challenge, got {other:?}").into()),
+        };
+        let signature = sign_auth(&who.device, &nonce, &who.handle, who.device_id);
+        let answer = conn
+            .request(Req::RegisterAccount(v1::RegisterAccount {
+                version: ProtocolVersion::V1 as i32,
+                device: Some(who.addr()),
+                identity_key: who.identity.public().to_bytes().to_vec(),
+                device_certificate: who.cert.as_bytes().to_vec(),
+                signature: signature.to_vec(),
+            }))
+            .await?;
+        match answer {
+            Resp::Authenticated(_) => Ok(conn),
+            other => Err(format!("registering {} failed: {other:?}", who.handle).into()),
+        }
+    }
+
+    pub(crate) fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// The next binary frame, failing after `limit`.
+    async fn recv_within(&mut self, limit: Duration) -> Result<v1::ServerFrame> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("the server did not answer in time".into());
+            }
+            if let Some(f) = self.poll(left).await? {
+                return Ok(f);
+            }
+        }
+    }
+
+    /// The next frame if one comes within `limit`; `None` after a timeout or a non-binary frame.
+    pub(crate) async fn poll(&mut self, limit: Duration) -> Result<Option<v1::ServerFrame>> {
+        match tokio::time::timeout(limit, self.ws.next()).await {
+            Err(_) => Ok(None),
+            Ok(None) => Err("the server closed the connection".into()),
+            Ok(Some(message)) => match message? {
+                Message::Binary(b) => Ok(Some(decode_server_frame(&b, MAX_FRAME_BYTES)?)),
+                Message::Close(_) => Err("the server closed the connection".into()),
+                _ => Ok(None),
+            },
+        }
+    }
+
+    /// Sends a request and waits for its answer; frames pushed meanwhile are dropped (what is
+    /// not acknowledged stays queued on the server, which is harmless here).
+    async fn request(&mut self, body: Req) -> Result<Resp> {
+        let id = self.take_id();
+        self.ws.send(frame(id, body)).await?;
+        loop {
+            let f = self.recv_within(SETUP_TIMEOUT).await?;
+            if f.request_id == id {
+                return f.body.ok_or_else(|| "an answer without a body".into());
+            }
+        }
+    }
+}
+
+/// Registers a sender on `sender_url` and a receiver on `receiver_url` and puts them into a
+/// group of their own; returns both connections and the group id.
+pub(crate) async fn setup_pair(
+    i: usize,
+    sender_url: String,
+    receiver_url: String,
+) -> Result<(Conn, Conn, Vec<u8>)> {
+    let sender = Device::new(format!("sender{i}"));
+    let receiver = Device::new(format!("receiver{i}"));
+    let mut s = Conn::registered(&sender_url, &sender).await?;
+    let r = Conn::registered(&receiver_url, &receiver).await?;
+    let group = format!("bench-group-{i}").into_bytes();
+    match s
+        .request(Req::CreateGroup(v1::CreateGroup {
+            group_id: group.clone(),
+        }))
+        .await?
+    {
+        Resp::Done(_) => {}
+        other => return Err(format!("creating a group failed: {other:?}").into()),
+    }
+    match s
+        .request(Req::SendCommit(v1::SendCommit {
+            group_id: group.clone(),
+            epoch: 0,
+            commit: b"bench-commit".to_vec(),
+            welcome: b"bench-welcome".to_vec(),
+            added: vec![receiver.addr()],
+            removed: vec![],
+        }))
+        .await?
+    {
+        Resp::CommitAccepted(_) => Ok((s, r, group)),
+        other => Err(format!("adding the receiver failed: {other:?}").into()),
+    }
+}
