@@ -376,3 +376,66 @@ async fn a_member_who_leaves_is_removed_by_the_others() {
     assert!(texts(&carol.sync().await.unwrap()).is_empty());
     assert!(carol.send("club", "am I here?").await.is_err());
 }
+
+#[tokio::test]
+async fn a_commit_accepted_while_its_answer_was_lost_is_merged_from_its_echo() {
+    use tacit_client::{Connection, TlsOptions};
+    use tacit_proto::v1::{self, client_frame::Body as Req, server_frame::Body as Resp};
+
+    let root = tempfile::tempdir().unwrap();
+    let server = TestServer::start(root.path()).await;
+    let mut alice = account(root.path(), &server, "alice").await;
+    let mut bob = account(root.path(), &server, "bob").await;
+    alice.send("bob", "hi").await.unwrap();
+    bob.sync().await.unwrap();
+    let group = group_id(&mut alice, "bob").await;
+
+    // alice stages a key update; it reaches the server and is accepted, but the answer never
+    // reaches her client (the connection drops, the process dies).
+    let outgoing = alice.device().prepare_self_update(&group).unwrap();
+    let reg = alice.device().registration().unwrap();
+    let conn = Connection::connect(&server.url, &TlsOptions::default())
+        .await
+        .unwrap();
+    let signature = alice.device().sign_auth(&conn.nonce).unwrap();
+    let authenticated = conn
+        .request(Req::Authenticate(v1::Authenticate {
+            version: v1::ProtocolVersion::V1 as i32,
+            device: Some(v1::DeviceAddress {
+                handle: reg.handle.clone(),
+                device_id: reg.device_id,
+            }),
+            signature: signature.to_vec(),
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(authenticated, Resp::Authenticated(_)));
+    let accepted = conn
+        .request(Req::SendCommit(v1::SendCommit {
+            group_id: outgoing.group_id.clone(),
+            epoch: outgoing.epoch,
+            commit: outgoing.commit.clone(),
+            welcome: vec![],
+            added: vec![],
+            removed: vec![],
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(accepted, Resp::CommitAccepted(_)));
+    drop(conn);
+    alice.disconnect();
+    drop(alice);
+
+    // On restart the client resends its in-flight commit; the server says the epoch moved on
+    // (it was this very commit), and the echo in the queue merges it.
+    let mut alice = reopen_client(root.path(), "alice");
+    alice.sync().await.unwrap();
+    bob.send("alice", "in the new epoch").await.unwrap();
+    let ev = alice.sync().await.unwrap();
+    assert_eq!(texts_from(&ev, "bob"), vec!["in the new epoch"]);
+    alice.send("bob", "me too").await.unwrap();
+    assert_eq!(
+        texts_from(&bob.sync().await.unwrap(), "alice"),
+        vec!["me too"]
+    );
+}
