@@ -2,37 +2,12 @@
 //! a passphrase from TACIT_PASSPHRASE, `--json` output, and one-line errors with exit code 1.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-fn tacit(profile: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tacit"))
-        .args(args)
-        .env("TACIT_PROFILE", profile)
-        .env("TACIT_PASSPHRASE", "correct horse battery staple")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn ok(profile: &Path, args: &[&str]) -> String {
-    let out = tacit(profile, args);
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "tacit {args:?} failed: {}{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn json_lines(s: &str) -> Vec<serde_json::Value> {
-    s.lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+use common::{json_lines, ok, tacit};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_conversation_through_the_command_line() {

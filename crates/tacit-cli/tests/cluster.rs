@@ -6,37 +6,18 @@
 //! line saying so, when they are unset.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{json_lines, ok};
 use tacit_server::testing::{env_url, free_port, TestDatabase, NATS_URL_VAR};
 
-fn tacit(profile: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tacit"))
-        .args(args)
-        .env("TACIT_PROFILE", profile)
-        .env("TACIT_PASSPHRASE", "correct horse battery staple")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn ok(profile: &Path, args: &[&str]) -> String {
-    let out = tacit(profile, args);
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "tacit {args:?} failed: {}{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 fn texts_from(json: &str, sender: &str) -> Vec<String> {
-    json.lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    json_lines(json)
+        .into_iter()
         .filter(|e| e["event"] == "message" && e["sender"] == sender)
         .map(|e| e["text"].as_str().unwrap().to_string())
         .collect()

@@ -154,12 +154,28 @@ async fn messages_cross_nodes_by_push_one_to_one_and_in_groups() {
 
 #[tokio::test]
 async fn a_nats_outage_pauses_only_cross_node_pushes() {
-    let Some(mut nats) = NatsProcess::start_or_skip("NATS outage") else {
+    pushes_through_a_nats_outage("NATS outage", false).await;
+}
+
+#[tokio::test]
+async fn nodes_start_without_nats_and_pick_it_up_when_it_comes() {
+    pushes_through_a_nats_outage("NATS down at start", true).await;
+}
+
+/// alice and carol on node 1, bob on node 2, both listening. While NATS is down (from before the
+/// nodes start, or from the middle of the run) same-node pushes go on and a cross-node message
+/// waits in the database; when NATS is back that message is pushed, then new ones flow.
+async fn pushes_through_a_nats_outage(what: &str, down_at_start: bool) {
+    let Some(mut nats) = NatsProcess::start_or_skip(what) else {
         return;
     };
-    let Some(cluster) = Cluster::new("NATS outage", Some(nats.url())) else {
+    let Some(cluster) = Cluster::new(what, Some(nats.url())) else {
         return;
     };
+    if down_at_start {
+        nats.stop();
+    }
+    // The nodes start and serve whether or not NATS is reachable.
     let n1 = cluster.node("node-1").await;
     let n2 = cluster.node("node-2").await;
     let mut alice = cluster.account("alice", &n1.url()).await;
@@ -170,7 +186,9 @@ async fn a_nats_outage_pauses_only_cross_node_pushes() {
     let mut bob_rx = listen(bob).await;
     let mut carol_rx = listen(carol).await;
 
-    nats.stop();
+    if !down_at_start {
+        nats.stop();
+    }
     // Same node: still pushed.
     alice.send("carol", "during the outage").await.unwrap();
     assert_eq!(
@@ -190,47 +208,6 @@ async fn a_nats_outage_pauses_only_cross_node_pushes() {
     assert_eq!(
         next_text(&mut bob_rx).await,
         ("alice".into(), "after the outage".into())
-    );
-
-    n1.shutdown().await;
-    n2.shutdown().await;
-}
-
-#[tokio::test]
-async fn nodes_start_without_nats_and_pick_it_up_when_it_comes() {
-    let Some(mut nats) = NatsProcess::start_or_skip("NATS down at start") else {
-        return;
-    };
-    let Some(cluster) = Cluster::new("NATS down at start", Some(nats.url())) else {
-        return;
-    };
-    nats.stop();
-    // Both nodes start and serve although NATS is unreachable.
-    let n1 = cluster.node("node-1").await;
-    let n2 = cluster.node("node-2").await;
-    let mut alice = cluster.account("alice", &n1.url()).await;
-    let bob = cluster.account("bob", &n2.url()).await;
-    let carol = cluster.account("carol", &n1.url()).await;
-    alice.send("bob", "hi bob").await.unwrap();
-    alice.send("carol", "hi carol").await.unwrap();
-    let mut bob_rx = listen(bob).await;
-    let mut carol_rx = listen(carol).await;
-    alice.send("carol", "same node, no NATS").await.unwrap();
-    assert_eq!(
-        next_text(&mut carol_rx).await,
-        ("alice".into(), "same node, no NATS".into())
-    );
-    alice.send("bob", "waiting for NATS").await.unwrap();
-
-    nats.start();
-    assert_eq!(
-        next_text(&mut bob_rx).await,
-        ("alice".into(), "waiting for NATS".into())
-    );
-    alice.send("bob", "with NATS").await.unwrap();
-    assert_eq!(
-        next_text(&mut bob_rx).await,
-        ("alice".into(), "with NATS".into())
     );
     n1.shutdown().await;
     n2.shutdown().await;
