@@ -14,16 +14,30 @@ impl Session {
         self.delivery = Some(tokio::spawn(async move {
             let mut last_sent = 0u64;
             let mut drained = false;
+            // Consecutive failed reads: the first is logged, then the retries back off (1 s
+            // doubling up to the poll interval) so an unavailable database is not hammered and
+            // the log says it once per connection, not once per second.
+            let mut failures = 0u32;
             loop {
                 wake.borrow_and_update();
                 let batch = match state
                     .db(move |s| s.fetch(device, last_sent, DELIVERY_BATCH))
                     .await
                 {
-                    Ok(b) => b,
+                    Ok(b) => {
+                        if failures > 0 {
+                            tracing::debug!(connection, failures, "delivery reads work again");
+                        }
+                        failures = 0;
+                        b
+                    }
                     Err(e) => {
-                        tracing::warn!("delivery read failed: {e}");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        if failures == 0 {
+                            tracing::warn!(connection, "delivery read failed, retrying: {e}");
+                        }
+                        failures = failures.saturating_add(1);
+                        let backoff = Duration::from_secs(1 << failures.min(6)).min(poll);
+                        tokio::time::sleep(backoff / 2).await;
                         continue;
                     }
                 };
