@@ -86,13 +86,13 @@ fn pg_err(e: ::postgres::Error) -> StoreError {
             || *code == SqlState::CRASH_SHUTDOWN
             || *code == SqlState::CANNOT_CONNECT_NOW
         {
-            return StoreError::Unavailable(e.to_string());
+            return StoreError::Unavailable(with_causes(&e));
         }
     }
     if e.is_closed() || e.as_db_error().is_none() {
-        return StoreError::Unavailable(e.to_string());
+        return StoreError::Unavailable(with_causes(&e));
     }
-    StoreError::Db(e.to_string())
+    StoreError::Db(with_causes(&e))
 }
 
 impl From<::postgres::Error> for StoreError {
@@ -120,9 +120,10 @@ impl PgStore {
         if config.get_ssl_mode() != SslMode::Require {
             config.ssl_mode(SslMode::Disable);
         }
+        let tls = tls_connector(options)?;
         let manager = Manager {
-            config,
-            tls: tls_connector(options)?,
+            config: config.clone(),
+            tls: tls.clone(),
         };
         // Connections are not pinged before use (that would cost a round trip per request): a
         // dead one fails its first statement, is dropped by the pool, and the request is tried
@@ -134,7 +135,15 @@ impl PgStore {
             .test_on_check_out(false)
             .error_handler(Box::new(PoolErrorLog))
             .build(manager)
-            .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
+            .map_err(|e| {
+                // The pool keeps only the first line of its last error; one direct attempt
+                // says why (refused, unknown database, authentication, TLS).
+                let why = match config.connect(tls) {
+                    Err(direct) => with_causes(&direct),
+                    Ok(_) => with_causes(&e),
+                };
+                StoreError::Unavailable(format!("cannot connect to PostgreSQL: {why}"))
+            })?;
         let store = PgStore {
             pool: RwLock::new(Some(pool)),
             dead_connection_retries: options.max_connections as usize + 1,
@@ -254,6 +263,23 @@ impl Drop for PgStore {
     }
 }
 
+/// An error and its causes in one line ("error connecting to server: Connection refused"); the
+/// driver's errors keep the useful part in their sources. Connection errors never contain the
+/// URL or password.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// rustls with the public web roots plus the operator's CA certificates, if any.
 fn tls_connector(options: &PgOptions) -> Result<MakeRustlsConnect, StoreError> {
     let bad = |e: String| StoreError::Db(format!("the database CA certificate is unusable: {e}"));
@@ -282,7 +308,7 @@ struct PoolErrorLog;
 
 impl r2d2::HandleError<::postgres::Error> for PoolErrorLog {
     fn handle_error(&self, error: ::postgres::Error) {
-        tracing::warn!("PostgreSQL connection failed: {error}");
+        tracing::warn!("PostgreSQL connection failed: {}", with_causes(&error));
     }
 }
 
