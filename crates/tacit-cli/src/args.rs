@@ -69,6 +69,16 @@ pub enum Command {
         /// Their handle.
         handle: String,
     },
+    /// Load generators: measure a Tacit server against a minimal baseline.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Delivered messages/s and latencies through Tacit, next to a minimal baseline relay under
+    /// the same load (`ratio_vs_baseline`).
+    Relay(tacit_bench::RelayArgs),
 }
 
 #[derive(Args, Debug)]

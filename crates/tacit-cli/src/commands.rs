@@ -6,7 +6,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use tacit_client::Client;
 
-use crate::args::{AccountCommand, Cli, Command, DeviceCommand, GroupCommand, ServeArgs};
+use crate::args::{
+    AccountCommand, BenchCommand, Cli, Command, DeviceCommand, GroupCommand, ServeArgs,
+};
 use crate::output::{self, print_events, to_json, ConversationJson};
 use crate::unlock::{create_client, open_client};
 
@@ -15,6 +17,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args).await.map(|_| ExitCode::SUCCESS),
         Command::Demo(args) => crate::demo::run(args).await,
+        Command::Bench(BenchCommand::Relay(mut args)) => {
+            args.json = g.json;
+            tacit_bench::relay::run(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Account(AccountCommand::Create {
             handle,
             server,

@@ -66,16 +66,22 @@ fn in_savepoint<T>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    conn.execute_batch("SAVEPOINT op")?;
+    // Cached statements: these run around every operation.
+    let run = |sql: &str| -> Result<(), StoreError> {
+        conn.prepare_cached(sql)?.execute([])?;
+        Ok(())
+    };
+    run("SAVEPOINT op")?;
     let outcome = catch_unwind(AssertUnwindSafe(|| f(conn)))
         .unwrap_or_else(|_| Err(StoreError::Db("a storage operation panicked".into())));
     match outcome {
         Ok(v) => {
-            conn.execute_batch("RELEASE op")?;
+            run("RELEASE op")?;
             Ok(v)
         }
         Err(e) => {
-            conn.execute_batch("ROLLBACK TO op; RELEASE op")?;
+            run("ROLLBACK TO op")?;
+            run("RELEASE op")?;
             Err(e)
         }
     }

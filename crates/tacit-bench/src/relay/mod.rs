@@ -1,0 +1,167 @@
+//! `tacit bench relay`: delivered messages per second and latencies through Tacit, next to a
+//! minimal baseline relay driven by the same clients, in the same run, on the same runtime.
+//!
+//! Each scenario connects `--devices` clients as sender→receiver pairs (for Tacit: registered
+//! accounts, each pair a 1:1 group) and sends 200-byte opaque messages for a one-second warm-up
+//! plus `--duration` measured seconds, paced (`--rate`) or at saturation (`--window` in flight
+//! per sender). Only what happens in the measured interval counts; afterwards every
+//! acknowledged message must arrive within a bounded drain time, else it is reported as lost.
+
+mod args;
+mod baseline;
+mod client;
+mod load;
+mod progress;
+mod report;
+mod scenario;
+mod tally;
+mod wire;
+
+use tacit_server::Database;
+
+pub use args::{Mode, RelayArgs, DEFAULT_DEVICES, DEFAULT_DURATION_SECS, DEFAULT_WINDOW};
+pub use load::{PAYLOAD_BYTES, WARMUP};
+pub use scenario::{
+    BENCH_BURST_PER_DEVICE, BENCH_MAX_QUEUE_LEN_PER_DEVICE, BENCH_MESSAGES_PER_SEC_PER_DEVICE,
+};
+
+use crate::error::{BenchError, Result};
+use report::{print_table, ratio, Figures};
+use scenario::{bench_limits, run_scenario, Target};
+
+/// What the comparison of durable and non-durable SQLite waits for.
+const NON_DURABLE_NOTE: &str =
+    "pending a server knob: ServerConfig has no non-durable (synchronous=OFF) SQLite mode";
+
+/// Runs the benchmark: the baseline, then Tacit (in process on SQLite, or at `--server`), then
+/// Tacit on PostgreSQL if `--database` names one. Prints a progress line on standard error, the
+/// table on standard output and, with `json` set, one JSON object as the last line. Fails on
+/// impossible arguments, on `--mode e2e` (not built yet), and when a server cannot be started
+/// or a connection cannot be set up; refused requests during the run are counted, not fatal.
+pub async fn run(args: RelayArgs) -> Result<()> {
+    check(&args)?;
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = match args.paced_rate() {
+        Some(rate) => format!("paced at {rate} msg/s in all (window cap {})", args.window),
+        None => format!("saturation, window {} per sender", args.window),
+    };
+    println!(
+        "tacit bench relay: mode {}, {} devices ({} pairs), {load}, {PAYLOAD_BYTES}-byte payloads, {} s measured after {} s warm-up, {cores} cores shared by servers and clients",
+        format!("{:?}", args.mode).to_lowercase(),
+        args.pairs() * 2,
+        args.pairs(),
+        args.duration,
+        WARMUP.as_secs(),
+    );
+    let limits = bench_limits();
+    match &args.server {
+        Some(url) => println!("Tacit server: {url} (its own limits apply)"),
+        None => println!(
+            "Tacit server: in process on 127.0.0.1; rate limits raised for the bench: messages_per_sec_per_device {} (default {}), burst_per_device {} (default {}), max_queue_len_per_device {} (default {})",
+            limits.messages_per_sec_per_device,
+            tacit_server::Limits::default().messages_per_sec_per_device,
+            limits.burst_per_device,
+            tacit_server::Limits::default().burst_per_device,
+            limits.max_queue_len_per_device,
+            tacit_server::Limits::default().max_queue_len_per_device,
+        ),
+    }
+    println!("durable vs non-durable SQLite: {NON_DURABLE_NOTE}");
+
+    let mut results: Vec<Figures> = Vec::new();
+    results.push(run_scenario("baseline relay (no storage)", Target::Baseline, &args).await?);
+    let (tacit_name, tacit_target) = match &args.server {
+        Some(url) => (format!("Tacit at {url}"), Target::TacitAt(url.clone())),
+        None => (
+            "Tacit, SQLite (durable)".to_owned(),
+            Target::TacitInProcess(Database::Sqlite),
+        ),
+    };
+    results.push(run_scenario(&tacit_name, tacit_target, &args).await?);
+    if let Some(url) = &args.database {
+        let target = Target::TacitInProcess(Database::postgres(url.clone()));
+        results.push(run_scenario("Tacit, PostgreSQL (durable)", target, &args).await?);
+    }
+
+    print_table(&results);
+    let delivered = |kind: &str, db: &str| {
+        results
+            .iter()
+            .find(|f| f.kind == kind && f.scenario.contains(db))
+            .map(|f| f.delivered_per_sec)
+    };
+    let baseline = delivered("baseline", "");
+    let tacit = results.get(1).map(|f| f.delivered_per_sec);
+    let vs_baseline = ratio(tacit, baseline);
+    let pg_over_sqlite = ratio(
+        delivered("tacit", "PostgreSQL"),
+        delivered("tacit", "SQLite"),
+    );
+    let show = |r: Option<f64>| r.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.3}"));
+    println!(
+        "ratio_vs_baseline (delivered/s, {} / baseline): {}",
+        results.get(1).map_or("Tacit", |f| f.scenario.as_str()),
+        show(vs_baseline)
+    );
+    if args.database.is_some() {
+        println!(
+            "PostgreSQL / SQLite (delivered/s): {}",
+            show(pg_over_sqlite)
+        );
+    }
+    if args.json {
+        let summary = serde_json::json!({
+            "bench": "relay",
+            "mode": format!("{:?}", args.mode).to_lowercase(),
+            "devices": args.pairs() * 2,
+            "pairs": args.pairs(),
+            "rate": args.paced_rate(),
+            "window": args.window,
+            "duration_secs": args.duration,
+            "warmup_secs": WARMUP.as_secs(),
+            "payload_bytes": PAYLOAD_BYTES,
+            "cores": cores,
+            "server": args.server.clone().unwrap_or_else(|| "in-process".into()),
+            "limits": {
+                "messages_per_sec_per_device": limits.messages_per_sec_per_device,
+                "burst_per_device": limits.burst_per_device,
+                "max_queue_len_per_device": limits.max_queue_len_per_device,
+                "applied": args.server.is_none(),
+            },
+            "scenarios": results,
+            "postgres_over_sqlite": pg_over_sqlite,
+            "durable_over_non_durable": null,
+            "durable_over_non_durable_note": NON_DURABLE_NOTE,
+            "ratio_vs_baseline": vs_baseline,
+        });
+        println!("{summary}");
+    }
+    Ok(())
+}
+
+/// Refuses what cannot be measured honestly.
+fn check(args: &RelayArgs) -> Result<()> {
+    if args.mode == Mode::E2e {
+        return Err(BenchError::NotImplemented(
+            "--mode e2e (real MLS encryption and decryption in the clients)",
+        ));
+    }
+    if args.devices < 2 {
+        return Err(BenchError::InvalidArgs(
+            "--devices needs at least 2 (one pair)".into(),
+        ));
+    }
+    if args.duration == 0 || args.window == 0 {
+        return Err(BenchError::InvalidArgs(
+            "--duration and --window must be positive".into(),
+        ));
+    }
+    if let Some(url) = &args.database {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(BenchError::InvalidArgs(
+                "--database must be a postgres:// URL".into(),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! One scenario: start (or name) a server, set up the pairs, run the load with a progress line,
+//! stop the server, turn the counts into figures.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tacit_server::{Database, Limits, ServerConfig};
+use tokio::task::JoinSet;
+
+use super::args::RelayArgs;
+use super::baseline::{setup_baseline_pair, BaselineRelay};
+use super::client::{setup_tacit_pair, Conn};
+use super::load::{run_receiver, run_sender, Clock, Pace, PairShared};
+use super::progress::Progress;
+use super::report::Figures;
+use super::tally::{Live, Tally};
+use super::wire::Wire;
+use crate::error::{BenchError, Result};
+
+/// Sustained SendMessage rate per device the in-process Tacit nodes allow (default: 50/s).
+pub const BENCH_MESSAGES_PER_SEC_PER_DEVICE: u32 = 1_000_000;
+/// Burst per device the in-process Tacit nodes allow (default: 200).
+pub const BENCH_BURST_PER_DEVICE: u32 = 1_000_000;
+/// Envelopes queued per device the in-process Tacit nodes allow (default: 100 000).
+pub const BENCH_MAX_QUEUE_LEN_PER_DEVICE: usize = 1_000_000;
+
+/// Which server a scenario drives.
+pub(crate) enum Target {
+    /// The baseline relay, in this process.
+    Baseline,
+    /// A Tacit node started in this process on this database.
+    TacitInProcess(Database),
+    /// A Tacit server already running at this URL.
+    TacitAt(String),
+}
+
+/// The limits of the in-process Tacit nodes: defaults, with the per-device rate limits and
+/// queue length raised so that the bench measures throughput, not the limiter.
+pub(crate) fn bench_limits() -> Limits {
+    Limits {
+        messages_per_sec_per_device: BENCH_MESSAGES_PER_SEC_PER_DEVICE,
+        burst_per_device: BENCH_BURST_PER_DEVICE,
+        max_queue_len_per_device: BENCH_MAX_QUEUE_LEN_PER_DEVICE,
+        ..Limits::default()
+    }
+}
+
+/// Runs `target` under the load `args` describe and returns its figures.
+pub(crate) async fn run_scenario(name: &str, target: Target, args: &RelayArgs) -> Result<Figures> {
+    let run_tag: u32 = rand::random();
+    match target {
+        Target::Baseline => {
+            let relay = BaselineRelay::start().await?;
+            let outcome = drive(name, &relay.url(), None, args).await;
+            relay.stop().await;
+            Ok(Figures::new(
+                name.into(),
+                "baseline",
+                outcome?,
+                args.duration,
+            ))
+        }
+        Target::TacitInProcess(database) => {
+            let dir = tempfile::tempdir()?;
+            let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+            let mut config = ServerConfig::new(dir.path(), listen);
+            config.database = database;
+            config.limits = bench_limits();
+            let server = tacit_server::start(config).await?;
+            let outcome = drive(name, &server.url(), Some(run_tag), args).await;
+            server.shutdown().await;
+            Ok(Figures::new(name.into(), "tacit", outcome?, args.duration))
+        }
+        Target::TacitAt(url) => {
+            let outcome = drive(name, &url, Some(run_tag), args).await?;
+            Ok(Figures::new(name.into(), "tacit", outcome, args.duration))
+        }
+    }
+}
+
+/// Sets up the pairs on `url` (Tacit when `tacit_run_tag` is set, else the baseline relay), runs
+/// them, merges their counts.
+async fn drive(
+    name: &str,
+    url: &str,
+    tacit_run_tag: Option<u32>,
+    args: &RelayArgs,
+) -> Result<Tally> {
+    let mut setups = JoinSet::new();
+    for i in 0..args.pairs() {
+        let url = url.to_owned();
+        setups.spawn(async move {
+            match tacit_run_tag {
+                Some(tag) => {
+                    let (s, r, group) = setup_tacit_pair(i, tag, url).await?;
+                    Ok::<(Conn, Conn, Wire), BenchError>((s, r, Wire::Tacit { group }))
+                }
+                None => {
+                    let (s, r) = setup_baseline_pair(i, url).await?;
+                    Ok((s, r, Wire::Baseline))
+                }
+            }
+        });
+    }
+    let mut pairs = Vec::new();
+    while let Some(pair) = setups.join_next().await {
+        pairs.push(pair??);
+    }
+    let pace = Pace {
+        window: args.window,
+        interval: args
+            .paced_rate()
+            .map(|rate| Duration::from_secs_f64(args.pairs() as f64 / rate as f64)),
+    };
+    let live = Arc::new(Live::default());
+    let clock = Clock::starting_now(args.duration);
+    let progress = Progress::start(name.to_owned(), clock, live.clone());
+    let mut devices = JoinSet::new();
+    for (sender, receiver, wire) in pairs {
+        let shared = Arc::new(PairShared::default());
+        devices.spawn(run_sender(
+            sender,
+            wire.clone(),
+            pace,
+            clock,
+            shared.clone(),
+            live.clone(),
+        ));
+        devices.spawn(run_receiver(receiver, wire, clock, shared, live.clone()));
+    }
+    let mut tally = Tally::default();
+    let mut failure = None;
+    while let Some(done) = devices.join_next().await {
+        match done {
+            Ok(Ok(t)) => tally.merge(t),
+            Ok(Err(e)) => failure = failure.or(Some(e)),
+            Err(e) => failure = failure.or(Some(e.into())),
+        }
+    }
+    progress.finish().await;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(tally),
+    }
+}
