@@ -65,6 +65,10 @@ impl Default for Limits {
 pub enum Database {
     /// SQLite: `tacit-server.db` in the data directory (the embedded default, one node).
     Sqlite,
+    /// SQLite that does not wait for the disk (`synchronous=OFF`). **For benchmarks only**, to
+    /// measure what durability costs: an acknowledged message can be lost on power loss. Not
+    /// offered by `tacit serve`.
+    SqliteNotDurable,
     /// PostgreSQL at this URL, shared by every node of a cluster.
     Postgres {
         /// `postgres://user[:password]@host[:port]/database`; never logged.

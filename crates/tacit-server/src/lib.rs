@@ -134,6 +134,9 @@ async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, ServerError
         tokio::task::spawn_blocking(move || -> Result<Arc<dyn Store>, store::StoreError> {
             Ok(match database {
                 config::Database::Sqlite => Arc::new(SqliteStore::open(&dir)?),
+                config::Database::SqliteNotDurable => {
+                    Arc::new(SqliteStore::open_with(&dir, false)?)
+                }
                 config::Database::Postgres { url, options } => {
                     Arc::new(PgStore::open(&url, &options)?)
                 }
@@ -242,6 +245,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         tls = config.tls.is_some(),
         database = match &config.database {
             config::Database::Sqlite => "sqlite",
+            config::Database::SqliteNotDurable => "sqlite (not durable: benchmarks only)",
             config::Database::Postgres { .. } => "postgres",
         },
         nats = config.nats.is_some(),

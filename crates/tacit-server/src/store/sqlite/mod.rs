@@ -49,12 +49,19 @@ impl SqliteStore {
     /// Opens (creating if needed) `DIR/tacit-server.db`, applies migrations and refuses a schema
     /// newer than this build knows.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        Self::open_with(dir, true)
+    }
+
+    /// Like [`SqliteStore::open`], but without waiting for the disk (`synchronous=OFF`) when
+    /// `durable` is false: **for benchmarks only**, to show what durability costs — an
+    /// acknowledged message can be lost if the machine loses power.
+    pub fn open_with(dir: &Path, durable: bool) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Db(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("tacit-server.db");
         let conn = Connection::open(&path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "OFF" })?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(BUSY_TIMEOUT_SECS))?;
         migrate(&conn)?;
