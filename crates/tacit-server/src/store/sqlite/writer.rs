@@ -24,10 +24,14 @@ const QUEUE_OPS: usize = 4096;
 /// How an operation's result reaches its caller once the batch's fate is known.
 type Delivery = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 
+/// A savepoint that could not be undone: the whole batch must be rolled back.
+struct Unsound;
+
 /// One write operation.
 trait Operation: Send {
-    /// Runs inside the batch's transaction, in its own savepoint.
-    fn run(self: Box<Self>, conn: &Connection) -> Delivery;
+    /// Runs inside the batch's transaction, in its own savepoint; `Err(Unsound)` when the
+    /// operation failed and its savepoint could not be rolled back.
+    fn run(self: Box<Self>, conn: &Connection) -> (Delivery, Result<(), Unsound>);
     /// The batch could not start: report `error` without running.
     fn fail(self: Box<Self>, error: StoreError);
 }
@@ -42,17 +46,24 @@ where
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
     T: Send + 'static,
 {
-    fn run(self: Box<Self>, conn: &Connection) -> Delivery {
+    fn run(self: Box<Self>, conn: &Connection) -> (Delivery, Result<(), Unsound>) {
         let Op { f, reply } = *self;
-        let outcome = in_savepoint(conn, f);
-        Box::new(move |committed| {
+        let (outcome, sound) = match in_savepoint(conn, f) {
+            Ok(outcome) => (outcome, Ok(())),
+            Err(Unsound) => (
+                Err(StoreError::Db("could not undo a failed operation".into())),
+                Err(Unsound),
+            ),
+        };
+        let deliver: Delivery = Box::new(move |committed| {
             let result = match (outcome, committed) {
                 (Ok(value), Ok(())) => Ok(value),
                 (Ok(_), Err(e)) => Err(StoreError::Db(format!("commit failed: {e}"))),
                 (Err(e), _) => Err(e),
             };
             let _ = reply.send(result);
-        })
+        });
+        (deliver, sound)
     }
 
     fn fail(self: Box<Self>, error: StoreError) {
@@ -61,30 +72,33 @@ where
 }
 
 /// Runs `f` between `SAVEPOINT` and `RELEASE`, rolling back to the savepoint if it fails (or
-/// panics), so that a failed operation leaves nothing in the batch.
+/// panics), so that a failed operation leaves nothing in the batch. `Err(Unsound)` if that
+/// rollback itself failed.
 fn in_savepoint<T>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
+) -> Result<Result<T, StoreError>, Unsound> {
     // Cached statements: these run around every operation.
     let run = |sql: &str| -> Result<(), StoreError> {
         conn.prepare_cached(sql)?.execute([])?;
         Ok(())
     };
-    run("SAVEPOINT op")?;
+    if let Err(e) = run("SAVEPOINT op") {
+        return Ok(Err(e));
+    }
     let outcome = catch_unwind(AssertUnwindSafe(|| f(conn)))
         .unwrap_or_else(|_| Err(StoreError::Db("a storage operation panicked".into())));
-    match outcome {
-        Ok(v) => {
-            run("RELEASE op")?;
-            Ok(v)
-        }
-        Err(e) => {
-            run("ROLLBACK TO op")?;
-            run("RELEASE op")?;
-            Err(e)
+    let outcome = outcome.and_then(|v| run("RELEASE op").map(|()| v));
+    if outcome.is_err() {
+        // Undo the operation, whichever step failed, so nothing of it reaches the COMMIT.
+        if run("ROLLBACK TO op")
+            .and_then(|()| run("RELEASE op"))
+            .is_err()
+        {
+            return Err(Unsound);
         }
     }
+    Ok(outcome)
 }
 
 enum Message {
@@ -178,8 +192,22 @@ fn commit_batch(conn: &Connection, ops: Vec<Box<dyn Operation>>) {
         }
         return;
     }
-    let deliveries: Vec<Delivery> = ops.into_iter().map(|op| op.run(conn)).collect();
-    let committed = conn.execute_batch("COMMIT").map_err(StoreError::from);
+    let mut sound = true;
+    let deliveries: Vec<Delivery> = ops
+        .into_iter()
+        .map(|op| {
+            let (deliver, ok) = op.run(conn);
+            sound &= ok.is_ok();
+            deliver
+        })
+        .collect();
+    let committed = if sound {
+        conn.execute_batch("COMMIT").map_err(StoreError::from)
+    } else {
+        Err(StoreError::Db(
+            "a failed operation could not be undone; the batch was rolled back".into(),
+        ))
+    };
     if committed.is_err() {
         let _ = conn.execute_batch("ROLLBACK");
     }
