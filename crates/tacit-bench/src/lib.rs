@@ -8,11 +8,17 @@
 //! (real Ed25519 identities and device certificates, opaque fake MLS payloads): the server never
 //! parses MLS, so this isolates the server.
 //!
+//! [`connections`] (`tacit bench connections`) opens many authenticated idle connections to one
+//! Tacit server from several loopback source addresses and reports how fast they open and what
+//! each costs in resident memory.
+//!
 //! The crate owns no server logic; it only links `tacit-server` to start nodes in process.
 #![forbid(unsafe_code)]
 
+pub mod connections;
 pub mod error;
 pub mod relay;
 
+pub use connections::ConnectionsArgs;
 pub use error::BenchError;
 pub use relay::RelayArgs;

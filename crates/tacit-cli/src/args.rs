@@ -69,7 +69,8 @@ pub enum Command {
         /// Their handle.
         handle: String,
     },
-    /// Load generators: measure a Tacit server against a minimal baseline.
+    /// Load generators: measure a Tacit server (throughput against a minimal baseline, idle
+    /// connections and their memory).
     #[command(subcommand)]
     Bench(BenchCommand),
 }
@@ -79,6 +80,9 @@ pub enum BenchCommand {
     /// Delivered messages/s and latencies through Tacit, next to a minimal baseline relay under
     /// the same load (`ratio_vs_baseline`).
     Relay(tacit_bench::RelayArgs),
+    /// Authenticated idle connections one server holds: time to open them and server memory
+    /// (RSS) per connection.
+    Connections(tacit_bench::ConnectionsArgs),
 }
 
 #[derive(Args, Debug)]

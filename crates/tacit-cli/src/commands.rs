@@ -22,6 +22,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tacit_bench::relay::run(args).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench(BenchCommand::Connections(mut args)) => {
+            args.json = g.json;
+            tacit_bench::connections::run(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Account(AccountCommand::Create {
             handle,
             server,

@@ -117,10 +117,13 @@ async fn ws_handler(
 ) -> impl IntoResponse {
     // Frames up to twice the limit reach the handler, which answers FRAME_TOO_LARGE and keeps
     // the connection; larger ones are cut off by the WebSocket layer.
+    // The read buffer is zero-filled up front and so resident for every connection, even idle
+    // ones: 2 KiB holds a typical frame in one read and keeps an idle connection near 10 KiB of
+    // server memory (8 KiB gave ~15 KiB; see BENCHMARKS.md, `tacit bench connections`).
     let ws_limit = state.limits.max_frame_bytes.saturating_mul(2);
     ws.max_message_size(ws_limit)
         .max_frame_size(ws_limit)
-        .read_buffer_size(8 * 1024)
+        .read_buffer_size(2 * 1024)
         .write_buffer_size(8 * 1024)
         .max_write_buffer_size(ws_limit.saturating_mul(2))
         .on_upgrade(move |socket| connection::serve(socket, state, peer))
