@@ -58,6 +58,14 @@ fn device_by_addr(
         .optional()?)
 }
 
+fn user_exists(tx: &Connection, handle: &str) -> Result<bool, StoreError> {
+    Ok(tx
+        .prepare_cached("SELECT 1 FROM users WHERE handle = ?1")?
+        .query_row(params![handle], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
 fn is_member(tx: &Connection, group_id: &[u8], device: DeviceKey) -> Result<bool, StoreError> {
     Ok(tx
         .prepare_cached("SELECT 1 FROM group_members WHERE group_id = ?1 AND device = ?2")?
@@ -174,11 +182,7 @@ impl Store for SqliteStore {
                 device_key.as_slice(),
                 certificate.as_slice(),
             );
-            let exists = tx
-                .prepare_cached("SELECT 1 FROM users WHERE handle = ?1")?
-                .query_row(params![handle], |_| Ok(()))
-                .optional()?;
-            if exists.is_some() {
+            if user_exists(tx, handle)? {
                 return Err(StoreError::HandleTaken(handle.to_owned()));
             }
             tx.prepare_cached(
@@ -204,11 +208,7 @@ impl Store for SqliteStore {
                 device_key.as_slice(),
                 certificate.as_slice(),
             );
-            let exists = tx
-                .prepare_cached("SELECT 1 FROM users WHERE handle = ?1")?
-                .query_row(params![handle], |_| Ok(()))
-                .optional()?;
-            if exists.is_none() {
+            if !user_exists(tx, handle)? {
                 return Err(StoreError::UnknownUser(handle.to_owned()));
             }
             let taken = tx
