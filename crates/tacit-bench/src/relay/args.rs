@@ -48,6 +48,10 @@ pub struct RelayArgs {
     /// in it.
     #[arg(long, env = "TACIT_BENCH_DATABASE_URL", hide_env_values = true)]
     pub database: Option<String>,
+    /// NATS URL: with `--database`, also run two in-process Tacit nodes on that database with
+    /// NATS between them, every message crossing from one node to the other.
+    #[arg(long, env = "TACIT_BENCH_NATS_URL")]
+    pub nats: Option<String>,
     /// Print one JSON object with every figure as the last line of standard output. Set by the
     /// CLI from its global `--json` flag.
     #[arg(skip)]

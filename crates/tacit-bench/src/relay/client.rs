@@ -170,12 +170,13 @@ impl Conn {
 pub(crate) async fn setup_tacit_pair(
     i: usize,
     run_tag: u32,
-    url: String,
+    sender_url: String,
+    receiver_url: String,
 ) -> Result<(Conn, Conn, Vec<u8>)> {
     let sender = Device::new(format!("bs{i}-{run_tag:08x}"));
     let receiver = Device::new(format!("br{i}-{run_tag:08x}"));
-    let mut s = Conn::registered(&url, &sender).await?;
-    let r = Conn::registered(&url, &receiver).await?;
+    let mut s = Conn::registered(&sender_url, &sender).await?;
+    let r = Conn::registered(&receiver_url, &receiver).await?;
     let group = format!("bench-{run_tag:08x}-{i}").into_bytes();
     match s
         .request(Req::CreateGroup(v1::CreateGroup {

@@ -31,7 +31,8 @@ use scenario::{bench_limits, run_scenario, Target};
 
 /// Runs the benchmark: the baseline, then Tacit (in process on SQLite, durable and then with
 /// `synchronous=OFF` to show what durability costs, or at `--server`), then
-/// Tacit on PostgreSQL if `--database` names one. Prints a progress line on standard error, the
+/// Tacit on PostgreSQL if `--database` names one, and two nodes on it with NATS between them if
+/// `--nats` names a NATS server too. Prints a progress line on standard error, the
 /// table on standard output and, with `json` set, one JSON object as the last line. Fails on
 /// impossible arguments, on `--mode e2e` (not built yet), and when a server cannot be started
 /// or a connection cannot be set up; refused requests during the run are counted, not fatal.
@@ -83,6 +84,14 @@ pub async fn run(args: RelayArgs) -> Result<()> {
     if let Some(url) = &args.database {
         let target = Target::TacitInProcess(Database::postgres(url.clone()));
         results.push(run_scenario("Tacit, PostgreSQL (durable)", target, &args).await?);
+        if let Some(nats) = &args.nats {
+            let target = Target::TacitTwoNodes {
+                database: url.clone(),
+                nats: nats.clone(),
+            };
+            let name = "Tacit, 2 nodes, PostgreSQL + NATS";
+            results.push(run_scenario(name, target, &args).await?);
+        }
     }
 
     print_table(&results);
@@ -96,8 +105,12 @@ pub async fn run(args: RelayArgs) -> Result<()> {
     let tacit = results.get(1).map(|f| f.delivered_per_sec);
     let vs_baseline = ratio(tacit, baseline);
     let pg_over_sqlite = ratio(
-        delivered("tacit", "PostgreSQL"),
+        delivered("tacit", "PostgreSQL (durable)"),
         delivered("tacit", "SQLite (durable)"),
+    );
+    let two_nodes_per_node_over_one_node = ratio(
+        delivered("tacit", "2 nodes").map(|d| d / 2.0),
+        delivered("tacit", "PostgreSQL (durable)"),
     );
     let durable_over_non_durable = ratio(
         delivered("tacit", "SQLite (durable)"),
@@ -121,6 +134,12 @@ pub async fn run(args: RelayArgs) -> Result<()> {
             show(pg_over_sqlite)
         );
     }
+    if args.database.is_some() && args.nats.is_some() {
+        println!(
+            "two nodes, per node / one node, PostgreSQL (delivered/s): {}",
+            show(two_nodes_per_node_over_one_node)
+        );
+    }
     if args.json {
         let summary = serde_json::json!({
             "bench": "relay",
@@ -142,6 +161,7 @@ pub async fn run(args: RelayArgs) -> Result<()> {
             },
             "scenarios": results,
             "postgres_over_sqlite": pg_over_sqlite,
+            "two_nodes_per_node_over_one_node": two_nodes_per_node_over_one_node,
             "durable_over_non_durable": durable_over_non_durable,
             "ratio_vs_baseline": vs_baseline,
         });
@@ -165,6 +185,11 @@ fn check(args: &RelayArgs) -> Result<()> {
     if args.duration == 0 || args.window == 0 {
         return Err(BenchError::InvalidArgs(
             "--duration and --window must be positive".into(),
+        ));
+    }
+    if args.nats.is_some() && args.database.is_none() {
+        return Err(BenchError::InvalidArgs(
+            "--nats runs two nodes on one PostgreSQL database: give --database too".into(),
         ));
     }
     if let Some(url) = &args.database {

@@ -114,7 +114,7 @@ fn ms(v: Option<f64>) -> String {
 pub(crate) fn print_table(results: &[Figures]) {
     println!();
     println!(
-        "{:<36} {:>9} {:>9} {:>7} {:>7} {:>7} {:>8} {:>9} {:>7} {:>7} {:>6} {:>5}",
+        "{:<44} {:>9} {:>9} {:>7} {:>7} {:>7} {:>8} {:>9} {:>7} {:>7} {:>6} {:>5}",
         "scenario",
         "deliv/s",
         "e2e p50",
@@ -131,7 +131,7 @@ pub(crate) fn print_table(results: &[Figures]) {
     for f in results {
         let (e, a) = (&f.e2e_latency_ms, &f.ack_latency_ms);
         println!(
-            "{:<36} {:>9.0} {:>9} {:>7} {:>7} {:>7} {:>8.0} {:>9} {:>7} {:>7.0} {:>6} {:>5}",
+            "{:<44} {:>9.0} {:>9} {:>7} {:>7} {:>7} {:>8.0} {:>9} {:>7} {:>7.0} {:>6} {:>5}",
             f.scenario,
             f.delivered_per_sec,
             ms(e.p50),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tacit_server::{Database, Limits, ServerConfig};
+use tacit_server::{Database, Limits, NatsConfig, RunningServer, ServerConfig};
 use tokio::task::JoinSet;
 
 use super::args::RelayArgs;
@@ -32,6 +32,14 @@ pub(crate) enum Target {
     TacitInProcess(Database),
     /// A Tacit server already running at this URL.
     TacitAt(String),
+    /// Two Tacit nodes started in this process on one PostgreSQL database, with NATS between
+    /// them; every pair has its sender on one node and its receiver on the other.
+    TacitTwoNodes {
+        /// The shared PostgreSQL database.
+        database: String,
+        /// The NATS server.
+        nats: String,
+    },
 }
 
 /// The limits of the in-process Tacit nodes: defaults, with the per-device rate limits and
@@ -45,13 +53,26 @@ pub(crate) fn bench_limits() -> Limits {
     }
 }
 
+/// Starts one in-process Tacit node on `database` (data directory `dir`) with the bench limits.
+async fn start_node(
+    dir: &std::path::Path,
+    database: Database,
+    nats: Option<NatsConfig>,
+) -> Result<RunningServer> {
+    let mut config = ServerConfig::new(dir, std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.database = database;
+    config.nats = nats;
+    config.limits = bench_limits();
+    Ok(tacit_server::start(config).await?)
+}
+
 /// Runs `target` under the load `args` describe and returns its figures.
 pub(crate) async fn run_scenario(name: &str, target: Target, args: &RelayArgs) -> Result<Figures> {
     let run_tag: u32 = rand::random();
     match target {
         Target::Baseline => {
             let relay = BaselineRelay::start().await?;
-            let outcome = drive(name, &relay.url(), None, args).await;
+            let outcome = drive(name, &[relay.url()], None, args).await;
             relay.stop().await;
             Ok(Figures::new(
                 name.into(),
@@ -62,17 +83,37 @@ pub(crate) async fn run_scenario(name: &str, target: Target, args: &RelayArgs) -
         }
         Target::TacitInProcess(database) => {
             let dir = tempfile::tempdir()?;
-            let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-            let mut config = ServerConfig::new(dir.path(), listen);
-            config.database = database;
-            config.limits = bench_limits();
-            let server = tacit_server::start(config).await?;
-            let outcome = drive(name, &server.url(), Some(run_tag), args).await;
+            let server = start_node(dir.path(), database, None).await?;
+            let outcome = drive(name, &[server.url()], Some(run_tag), args).await;
             server.shutdown().await;
             Ok(Figures::new(name.into(), "tacit", outcome?, args.duration))
         }
+        Target::TacitTwoNodes { database, nats } => {
+            let dir = tempfile::tempdir()?;
+            // Its own subjects, so that other clusters on the same NATS are not woken.
+            let nats = NatsConfig {
+                url: nats,
+                subject_prefix: format!("tacit_bench_{run_tag:08x}"),
+            };
+            let mut nodes = Vec::new();
+            for n in 1..=2 {
+                let node = start_node(
+                    &dir.path().join(format!("node-{n}")),
+                    Database::postgres(database.clone()),
+                    Some(nats.clone()),
+                )
+                .await?;
+                nodes.push(node);
+            }
+            let urls: Vec<String> = nodes.iter().map(RunningServer::url).collect();
+            let outcome = drive(name, &urls, Some(run_tag), args).await;
+            for node in nodes {
+                node.shutdown().await;
+            }
+            Ok(Figures::new(name.into(), "tacit", outcome?, args.duration))
+        }
         Target::TacitAt(url) => {
-            let outcome = drive(name, &url, Some(run_tag), args).await?;
+            let outcome = drive(name, &[url], Some(run_tag), args).await?;
             Ok(Figures::new(name.into(), "tacit", outcome, args.duration))
         }
     }
@@ -80,19 +121,23 @@ pub(crate) async fn run_scenario(name: &str, target: Target, args: &RelayArgs) -
 
 /// Sets up the pairs on `url` (Tacit when `tacit_run_tag` is set, else the baseline relay), runs
 /// them, merges their counts.
+/// Runs the load against the server(s) at `urls`: pair `i` has its sender on node `i` and its
+/// receiver on node `i + 1` (modulo the number of nodes), so with two nodes every message
+/// crosses from one node to the other.
 async fn drive(
     name: &str,
-    url: &str,
+    urls: &[String],
     tacit_run_tag: Option<u32>,
     args: &RelayArgs,
 ) -> Result<Tally> {
     let mut setups = JoinSet::new();
     for i in 0..args.pairs() {
-        let url = url.to_owned();
+        let url = urls[i % urls.len()].clone();
+        let receiver_url = urls[(i + 1) % urls.len()].clone();
         setups.spawn(async move {
             match tacit_run_tag {
                 Some(tag) => {
-                    let (s, r, group) = setup_tacit_pair(i, tag, url).await?;
+                    let (s, r, group) = setup_tacit_pair(i, tag, url, receiver_url).await?;
                     Ok::<(Conn, Conn, Wire), BenchError>((s, r, Wire::Tacit { group }))
                 }
                 None => {
