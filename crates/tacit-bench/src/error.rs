@@ -9,9 +9,6 @@ pub enum BenchError {
     /// The arguments ask for something impossible (e.g. zero devices).
     #[error("invalid arguments: {0}")]
     InvalidArgs(String),
-    /// The requested mode exists in the interface but is not built yet.
-    #[error("{0} is not implemented yet")]
-    NotImplemented(&'static str),
     /// The in-process Tacit server could not start.
     #[error("the Tacit server could not start: {0}")]
     Server(#[from] tacit_server::ServerError),
@@ -24,6 +21,10 @@ pub enum BenchError {
     /// The server answered a set-up request with something else than success.
     #[error("set-up failed: {0}")]
     Setup(String),
+    /// The server refused for now (storage unavailable, rate limited); the request may be
+    /// retried.
+    #[error("temporarily refused: {0}")]
+    Temporary(String),
     /// The peer closed the connection while the benchmark still needed it.
     #[error("the server closed the connection")]
     Closed,
@@ -33,6 +34,9 @@ pub enum BenchError {
     /// A local I/O failure (binding the baseline relay, a temporary directory).
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// The client core (MLS, local store) failed in `--mode e2e`.
+    #[error("client core: {0}")]
+    Client(String),
     /// A client task panicked or was cancelled.
     #[error("a client task failed: {0}")]
     Task(#[from] tokio::task::JoinError),

@@ -83,6 +83,9 @@ pub enum BenchCommand {
     /// Authenticated idle connections one server holds: time to open them and server memory
     /// (RSS) per connection.
     Connections(tacit_bench::ConnectionsArgs),
+    /// One client process of `tacit bench connections --nodes N` (started by it, not by hand).
+    #[command(hide = true)]
+    ConnectionsWorker(tacit_bench::connections::WorkerArgs),
 }
 
 #[derive(Args, Debug)]

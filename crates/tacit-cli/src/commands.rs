@@ -27,6 +27,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tacit_bench::connections::run(args).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench(BenchCommand::ConnectionsWorker(args)) => {
+            tacit_bench::connections::run_worker(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Account(AccountCommand::Create {
             handle,
             server,

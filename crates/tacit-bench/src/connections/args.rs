@@ -38,6 +38,18 @@ pub struct ConnectionsArgs {
     /// Connection set-ups in flight at once.
     #[arg(long, default_value_t = DEFAULT_CONNECT_CONCURRENCY)]
     pub connect_concurrency: usize,
+    /// Spread the connections over this many `tacit serve` processes (nodes of one cluster on
+    /// `--database` with `--nats` between them), each driven by a client process of its own: for
+    /// counts past what one process's open-file limit allows. 0 (default): one server.
+    #[arg(long, default_value_t = 0, conflicts_with = "server", requires_all = ["database", "nats"])]
+    pub nodes: usize,
+    /// With `--nodes`: the nodes' PostgreSQL database (a scratch one: the bench accounts stay
+    /// in it).
+    #[arg(long, env = "TACIT_BENCH_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
+    /// With `--nodes`: the NATS server between the nodes.
+    #[arg(long, env = "TACIT_BENCH_NATS_URL")]
+    pub nats: Option<String>,
     /// Print one JSON object with every figure as the last line of standard output. Set by the
     /// CLI from its global `--json` flag.
     #[arg(skip)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tacit_identity::{sign_auth, DeviceCertificate, DeviceKeyPair, IdentityKeyPair};
 use tacit_proto::v1::{
-    self, client_frame::Body as Req, server_frame::Body as Resp, ProtocolVersion,
+    self, client_frame::Body as Req, server_frame::Body as Resp, ErrorCode, ProtocolVersion,
 };
 use tacit_proto::{decode_server_frame, encode};
 use tokio::net::{TcpSocket, TcpStream};
@@ -26,9 +26,14 @@ pub(crate) type Ws = WebSocketStream<TcpStream>;
 pub const CLIENT_READ_BUFFER_BYTES: usize = 1_024;
 /// Largest server frame this client decodes.
 const MAX_FRAME_BYTES: usize = 1 << 20;
-/// Longest a registration or a connection may take from `connect` to `Authenticated`; past it
-/// the attempt counts as failed (e.g. a server out of descriptors that no longer accepts).
+/// Longest one attempt at a registration or a connection may take from `connect` to
+/// `Authenticated`; past it the attempt counts as failed (e.g. a server out of descriptors that no longer accepts).
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Attempts per registration or connection when the server answers that it is temporarily
+/// unable (UNAVAILABLE, RATE_LIMITED), as a client would retry.
+const SETUP_ATTEMPTS: u32 = 4;
+/// Pause before the first retry; doubled before each further one.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// The request id of the one request each connection sends.
 const AUTH_REQUEST_ID: u64 = 1;
 
@@ -64,18 +69,32 @@ async fn next_frame(ws: &mut Ws) -> Result<v1::ServerFrame> {
 }
 
 /// Opens a connection, signs its challenge for `handle`/`device_id` with `key`, sends the
-/// request `build` makes from that signature and waits for `Authenticated`, all within
-/// [`SETUP_TIMEOUT`].
+/// request `build` makes from that signature and waits for `Authenticated`, each attempt within
+/// [`SETUP_TIMEOUT`]; a temporary refusal is retried (up to [`SETUP_ATTEMPTS`] attempts).
 async fn authenticated(
     url: &str,
     server: SocketAddr,
     source: Ipv4Addr,
     who: (&str, u64, &DeviceKeyPair),
-    build: impl FnOnce([u8; 64]) -> Req,
+    build: impl FnOnce([u8; 64]) -> Req + Clone,
 ) -> Result<Ws> {
-    tokio::time::timeout(SETUP_TIMEOUT, authenticate(url, server, source, who, build))
+    let mut attempt = 0;
+    loop {
+        let outcome = tokio::time::timeout(
+            SETUP_TIMEOUT,
+            authenticate(url, server, source, who, build.clone()),
+        )
         .await
-        .map_err(|_| BenchError::Timeout("connecting and authenticating"))?
+        .map_err(|_| BenchError::Timeout("connecting and authenticating"))?;
+        match outcome {
+            Err(BenchError::Temporary(_)) if attempt + 1 < SETUP_ATTEMPTS => {
+                // What a client does with UNAVAILABLE or RATE_LIMITED: wait, then try again.
+                tokio::time::sleep(RETRY_PAUSE * (1 << attempt)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 async fn authenticate(
@@ -107,6 +126,12 @@ async fn authenticate(
         }
         return match answer.body {
             Some(Resp::Authenticated(_)) => Ok(ws),
+            Some(Resp::Error(e))
+                if e.code == ErrorCode::Unavailable as i32
+                    || e.code == ErrorCode::RateLimited as i32 =>
+            {
+                Err(BenchError::Temporary(format!("{handle}: {}", e.message)))
+            }
             other => Err(BenchError::Setup(format!(
                 "{handle} was not authenticated: {other:?}"
             ))),

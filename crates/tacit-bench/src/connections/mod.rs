@@ -14,11 +14,13 @@
 
 mod args;
 mod client;
+mod cluster;
 pub mod fdlimit;
 pub mod memory;
 mod phase;
 mod report;
 pub mod source;
+mod worker;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -34,6 +36,7 @@ pub use args::{
     DEFAULT_TIMEOUT_SECS,
 };
 pub use client::CLIENT_READ_BUFFER_BYTES;
+pub use worker::{run_worker, WorkerArgs};
 
 use crate::error::{BenchError, Result};
 use client::{still_open, Registered, Ws};
@@ -57,6 +60,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// with whatever they reached.
 pub async fn run(mut args: ConnectionsArgs) -> Result<()> {
     check(&args)?;
+    if args.nodes > 0 {
+        return run_nodes(&args).await;
+    }
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let in_process = args.server.is_none();
     let fd = fdlimit::raise(fdlimit::fds_needed(args.count, in_process))?;
@@ -83,7 +89,7 @@ pub async fn run(mut args: ConnectionsArgs) -> Result<()> {
             String::new()
         } else {
             format!(
-                "; NOT ENOUGH: --count {requested} reduced to the {} connections that fit",
+                "; NOT ENOUGH: --count {requested} reduced to the {} connections that fit (--nodes N spreads them over several server processes)",
                 args.count
             )
         }
@@ -146,6 +152,46 @@ pub async fn run(mut args: ConnectionsArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--nodes N`: the connections over N server processes, one client process each.
+async fn run_nodes(args: &ConnectionsArgs) -> Result<()> {
+    let (Some(database), Some(nats)) = (args.database.clone(), args.nats.clone()) else {
+        return Err(BenchError::InvalidArgs(
+            "--nodes needs --database postgres://... and --nats nats://...".into(),
+        ));
+    };
+    if !(database.starts_with("postgres://") || database.starts_with("postgresql://")) {
+        return Err(BenchError::InvalidArgs(
+            "--database must be a postgres:// URL".into(),
+        ));
+    }
+    let share = cluster::shares(args.count, args.nodes)
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+    // The nodes and workers inherit this process's limit.
+    let fd = fdlimit::raise(fdlimit::fds_needed(share, false))?;
+    cluster::check_fit(args.count, args.nodes, fd.soft)?;
+    println!(
+        "tacit bench connections: {} connections over {} nodes, {} source addresses (127.0.0.2 and up, {} ports each), timeout {} s, {} cores",
+        args.count,
+        args.nodes,
+        addresses_used(args.count),
+        source::CONNECTIONS_PER_SOURCE_ADDRESS,
+        args.timeout,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    println!(
+        "open-file limit per process: soft {} / hard {} (raised from soft {}); each node and each client process holds at most {share}",
+        fd.soft, fd.hard, fd.soft_before
+    );
+    let settings = cluster::ClusterSettings {
+        nodes: args.nodes,
+        database,
+        nats,
+    };
+    cluster::run(args, &settings, &fd).await
+}
+
 type Measured = (Vec<PhaseFigures>, Vec<MemoryFigures>, usize, usize, f64);
 
 /// Registers, connects, holds, reads memory and closes; never fails (failures are counted).
@@ -164,6 +210,7 @@ async fn measure(
         args.count,
         args.register_concurrency,
         deadline,
+        true,
         move |i| {
             let url = job_url.clone();
             async move {
@@ -201,6 +248,7 @@ async fn measure(
         devices.len(),
         args.connect_concurrency,
         deadline,
+        true,
         move |i| {
             let url = job_url.clone();
             let devices = job_devices.clone();

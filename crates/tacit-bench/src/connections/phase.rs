@@ -51,11 +51,13 @@ impl Counters {
 
 /// Runs `job(0)` … `job(count - 1)` with `concurrency` in flight until all are done or
 /// `deadline` passes (jobs still running then are dropped and the phase reports a timeout).
+/// With `show_progress`, a progress line goes to standard error.
 pub(crate) async fn run<T, F, Fut>(
     name: &'static str,
     count: usize,
     concurrency: usize,
     deadline: Instant,
+    show_progress: bool,
     job: F,
 ) -> Outcome<T>
 where
@@ -66,7 +68,8 @@ where
     let started = Instant::now();
     let counters = Arc::new(Counters::default());
     let job = Arc::new(job);
-    let progress = tokio::spawn(progress(name, count, started, counters.clone()));
+    let progress =
+        show_progress.then(|| tokio::spawn(progress(name, count, started, counters.clone())));
     let mut workers = JoinSet::new();
     for _ in 0..concurrency.clamp(1, count.max(1)) {
         let counters = counters.clone();
@@ -106,9 +109,11 @@ where
         }
     }
     outcome.elapsed = started.elapsed();
-    progress.abort();
-    let _ = progress.await;
-    print_line(name, count, started, &counters, true);
+    if let Some(progress) = progress {
+        progress.abort();
+        let _ = progress.await;
+        print_line(name, count, started, &counters, true);
+    }
     outcome.failures = counters.failed.load(Ordering::Relaxed);
     outcome.first_error = counters.first_error.lock().ok().and_then(|e| e.clone());
     outcome

@@ -14,7 +14,8 @@ pub const DEFAULT_WINDOW: usize = 16;
 pub enum Mode {
     /// Pre-built opaque payloads, no MLS in the clients: measures the server alone.
     Server,
-    /// Real MLS encryption and decryption in the clients (not implemented yet: refused).
+    /// Real MLS in the clients: each device runs Tacit's client core (OpenMLS, encrypted local
+    /// store on disk), sealing and opening every message.
     E2e,
 }
 
@@ -43,6 +44,10 @@ pub struct RelayArgs {
     /// `server` (opaque payloads, isolating the server) or `e2e` (real MLS in the clients).
     #[arg(long, value_enum, default_value_t = Mode::Server)]
     pub mode: Mode,
+    /// `--mode e2e`: where the client devices' encrypted stores go (a fresh directory inside
+    /// this one per scenario, deleted afterwards). Default: the system's temporary directory.
+    #[arg(long)]
+    pub client_store_dir: Option<std::path::PathBuf>,
     /// PostgreSQL URL: also run an in-process Tacit node on this database (durable SQLite vs
     /// durable PostgreSQL). Use a scratch database: bench accounts with random names are left
     /// in it.

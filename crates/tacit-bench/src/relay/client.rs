@@ -11,6 +11,7 @@ use tacit_proto::v1::{
 use tacit_proto::{decode_server_frame, encode};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::e2e::Registration;
 use crate::error::{BenchError, Result};
 
 /// A client WebSocket, to Tacit or to the baseline relay.
@@ -22,13 +23,10 @@ pub(crate) const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest server frame this client decodes.
 pub(crate) const MAX_FRAME_BYTES: usize = 4 << 20;
 
-/// One device's keys.
+/// One device's keys (server mode: the bench's own, no client core).
 struct Device {
-    handle: String,
-    identity: IdentityKeyPair,
     device: DeviceKeyPair,
-    device_id: u64,
-    cert: DeviceCertificate,
+    registration: Registration,
 }
 
 impl Device {
@@ -38,19 +36,23 @@ impl Device {
         let device_id = rand::random();
         let cert = DeviceCertificate::issue(&identity, &handle, device_id, &device.public(), 0);
         Device {
-            handle,
-            identity,
+            registration: Registration {
+                handle,
+                device_id,
+                identity_key: identity.public().to_bytes().to_vec(),
+                certificate: cert.as_bytes().to_vec(),
+            },
             device,
-            device_id,
-            cert,
         }
     }
 
-    fn addr(&self) -> v1::DeviceAddress {
-        v1::DeviceAddress {
-            handle: self.handle.clone(),
-            device_id: self.device_id,
-        }
+    /// Connects to `url` and registers this device.
+    async fn registered(&self, url: &str) -> Result<Conn> {
+        let (mut conn, nonce) = Conn::challenged(url).await?;
+        let r = &self.registration;
+        let signature = sign_auth(&self.device, &nonce, &r.handle, r.device_id);
+        conn.register(r, signature).await?;
+        Ok(conn)
     }
 }
 
@@ -133,40 +135,84 @@ impl Conn {
         }
     }
 
-    /// Connects to `url` and registers `who` as a new account.
-    async fn registered(url: &str, who: &Device) -> Result<Conn> {
+    /// Connects to `url` and returns the connection with the server's authentication
+    /// challenge, to be signed for [`Conn::register`].
+    pub(crate) async fn challenged(url: &str) -> Result<(Conn, Vec<u8>)> {
         let mut conn = Conn::connect(url).await?;
-        let nonce = match conn.recv_within(SETUP_TIMEOUT).await?.body {
-            Some(Resp::Challenge(c)) => c.nonce,
-            other => {
-                return Err(BenchError::Setup(format!(
-                    "expected a challenge, got {other:?}"
-                )))
-            }
-        };
-        let signature = sign_auth(&who.device, &nonce, &who.handle, who.device_id);
-        let answer = conn
+        match conn.recv_within(SETUP_TIMEOUT).await?.body {
+            Some(Resp::Challenge(c)) => Ok((conn, c.nonce)),
+            other => Err(BenchError::Setup(format!(
+                "expected a challenge, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Registers `who` as a new account with `signature`, its device key's signature of the
+    /// challenge (see [`Conn::challenged`]).
+    pub(crate) async fn register(&mut self, who: &Registration, signature: [u8; 64]) -> Result<()> {
+        let answer = self
             .request(Req::RegisterAccount(v1::RegisterAccount {
                 version: ProtocolVersion::V1 as i32,
                 device: Some(who.addr()),
-                identity_key: who.identity.public().to_bytes().to_vec(),
-                device_certificate: who.cert.as_bytes().to_vec(),
+                identity_key: who.identity_key.clone(),
+                device_certificate: who.certificate.clone(),
                 signature: signature.to_vec(),
             }))
             .await?;
         match answer {
-            Resp::Authenticated(_) => Ok(conn),
+            Resp::Authenticated(_) => Ok(()),
             other => Err(BenchError::Setup(format!(
                 "registering {} failed: {other:?}",
                 who.handle
             ))),
         }
     }
+
+    /// Registers `group` on the server with this device as its creator, then sends the commit
+    /// adding `added` (with its Welcome) against epoch 0.
+    pub(crate) async fn create_group(
+        &mut self,
+        group: &[u8],
+        commit: Vec<u8>,
+        welcome: Vec<u8>,
+        added: v1::DeviceAddress,
+    ) -> Result<()> {
+        match self
+            .request(Req::CreateGroup(v1::CreateGroup {
+                group_id: group.to_vec(),
+            }))
+            .await?
+        {
+            Resp::Done(_) => {}
+            other => {
+                return Err(BenchError::Setup(format!(
+                    "creating a group failed: {other:?}"
+                )))
+            }
+        }
+        match self
+            .request(Req::SendCommit(v1::SendCommit {
+                group_id: group.to_vec(),
+                epoch: 0,
+                commit,
+                welcome,
+                added: vec![added],
+                removed: vec![],
+            }))
+            .await?
+        {
+            Resp::CommitAccepted(_) => Ok(()),
+            other => Err(BenchError::Setup(format!(
+                "adding the receiver failed: {other:?}"
+            ))),
+        }
+    }
 }
 
 /// Registers a sender and a receiver on `url` (names made unique by `run_tag`, so that runs
-/// against a lasting database do not collide) and puts them into a group of their own; returns
-/// both connections and the group id.
+/// against a lasting database do not collide) and puts them into a group of their own with an
+/// opaque commit (server mode: the server never parses MLS); returns both connections and the
+/// group id.
 pub(crate) async fn setup_tacit_pair(
     i: usize,
     run_tag: u32,
@@ -175,36 +221,15 @@ pub(crate) async fn setup_tacit_pair(
 ) -> Result<(Conn, Conn, Vec<u8>)> {
     let sender = Device::new(format!("bs{i}-{run_tag:08x}"));
     let receiver = Device::new(format!("br{i}-{run_tag:08x}"));
-    let mut s = Conn::registered(&sender_url, &sender).await?;
-    let r = Conn::registered(&receiver_url, &receiver).await?;
+    let mut s = sender.registered(&sender_url).await?;
+    let r = receiver.registered(&receiver_url).await?;
     let group = format!("bench-{run_tag:08x}-{i}").into_bytes();
-    match s
-        .request(Req::CreateGroup(v1::CreateGroup {
-            group_id: group.clone(),
-        }))
-        .await?
-    {
-        Resp::Done(_) => {}
-        other => {
-            return Err(BenchError::Setup(format!(
-                "creating a group failed: {other:?}"
-            )))
-        }
-    }
-    match s
-        .request(Req::SendCommit(v1::SendCommit {
-            group_id: group.clone(),
-            epoch: 0,
-            commit: b"bench-commit".to_vec(),
-            welcome: b"bench-welcome".to_vec(),
-            added: vec![receiver.addr()],
-            removed: vec![],
-        }))
-        .await?
-    {
-        Resp::CommitAccepted(_) => Ok((s, r, group)),
-        other => Err(BenchError::Setup(format!(
-            "adding the receiver failed: {other:?}"
-        ))),
-    }
+    s.create_group(
+        &group,
+        b"bench-commit".to_vec(),
+        b"bench-welcome".to_vec(),
+        receiver.registration.addr(),
+    )
+    .await?;
+    Ok((s, r, group))
 }

@@ -10,6 +10,7 @@ use futures_util::SinkExt;
 use rand::Rng;
 
 use super::client::Conn;
+use super::e2e::{Opened, ReceiverEnd, SenderEnd};
 use super::tally::{Live, Tally};
 use super::wire::{Incoming, Outcome, Wire};
 use crate::error::Result;
@@ -81,13 +82,15 @@ impl PairShared {
 pub(crate) async fn run_sender(
     mut conn: Conn,
     wire: Wire,
+    mut sealer: SenderEnd,
     pace: Pace,
     clock: Clock,
     pair: Arc<PairShared>,
     live: Arc<Live>,
 ) -> Result<Tally> {
     let mut tally = Tally::default();
-    let mut in_flight: VecDeque<(u64, Instant)> = VecDeque::new();
+    // (request id, send time, outbox entry to forget once accepted)
+    let mut in_flight: VecDeque<(u64, Instant, Option<u64>)> = VecDeque::new();
     let mut payload = vec![0u8; PAYLOAD_BYTES];
     rand::thread_rng().fill(&mut payload[16..]);
     // Paced senders start at random offsets within one interval, not all at once.
@@ -114,9 +117,10 @@ pub(crate) async fn run_sender(
                 }
                 payload[..8].copy_from_slice(&clock.micros(at).to_le_bytes());
                 payload[8..16].copy_from_slice(&tally.sent.to_le_bytes());
+                let sealed = sealer.seal(&payload).await?;
                 let id = conn.take_id();
-                conn.ws.feed(wire.send_frame(id, &payload)).await?;
-                in_flight.push_back((id, at));
+                conn.ws.feed(wire.send_frame(id, &sealed.bytes)).await?;
+                in_flight.push_back((id, at, sealed.outbox_id));
                 fed = true;
             }
             if fed {
@@ -139,13 +143,14 @@ pub(crate) async fn run_sender(
             continue;
         };
         let at = Instant::now();
-        let Some(pos) = in_flight.iter().position(|(i, _)| *i == id) else {
+        let Some(pos) = in_flight.iter().position(|(i, _, _)| *i == id) else {
             tally.error(format!("an answer to unknown request {id}"));
             continue;
         };
-        let sent = in_flight.remove(pos).map_or(at, |(_, t)| t);
+        let (sent, outbox_id) = in_flight.remove(pos).map_or((at, None), |(_, t, o)| (t, o));
         match outcome {
             Outcome::Accepted => {
+                sealer.accepted(outbox_id).await?;
                 tally.accepted += 1;
                 live.acked.fetch_add(1, Ordering::Relaxed);
                 if clock.measured(at) {
@@ -170,6 +175,7 @@ pub(crate) async fn run_sender(
 pub(crate) async fn run_receiver(
     mut conn: Conn,
     wire: Wire,
+    mut opener: ReceiverEnd,
     clock: Clock,
     pair: Arc<PairShared>,
     live: Arc<Live>,
@@ -197,6 +203,19 @@ pub(crate) async fn run_receiver(
             Incoming::Delivery { seq, message } => {
                 highest_seen = highest_seen.max(seq);
                 let Some(m) = message else { continue };
+                let m = match opener.open(seq, m).await? {
+                    Opened::Payload(p) => p,
+                    Opened::Nothing => continue,
+                    Opened::Refused(why) => {
+                        tally.error(format!("a delivery could not be opened: {why}"));
+                        continue;
+                    }
+                };
+                let at = if opener.is_opaque() {
+                    at
+                } else {
+                    Instant::now()
+                };
                 let (Some(sent), Some(counter)) = (m.first_chunk::<8>(), m.get(8..16)) else {
                     tally.error("a delivery too short to be a bench message".into());
                     continue;

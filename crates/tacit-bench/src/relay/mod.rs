@@ -10,6 +10,7 @@
 mod args;
 mod baseline;
 mod client;
+mod e2e;
 mod load;
 mod progress;
 mod report;
@@ -34,7 +35,7 @@ use scenario::{bench_limits, run_scenario, Target};
 /// Tacit on PostgreSQL if `--database` names one, and two nodes on it with NATS between them if
 /// `--nats` names a NATS server too. Prints a progress line on standard error, the
 /// table on standard output and, with `json` set, one JSON object as the last line. Fails on
-/// impossible arguments, on `--mode e2e` (not built yet), and when a server cannot be started
+/// impossible arguments, and when a server cannot be started
 /// or a connection cannot be set up; refused requests during the run are counted, not fatal.
 pub async fn run(args: RelayArgs) -> Result<()> {
     check(&args)?;
@@ -51,6 +52,15 @@ pub async fn run(args: RelayArgs) -> Result<()> {
         args.duration,
         WARMUP.as_secs(),
     );
+    if args.mode == Mode::E2e {
+        println!(
+            "clients: one Tacit client core per device (OpenMLS, encrypted local store on disk in {}, fsync per transaction): seal + history + outbox, then outbox cleared on acceptance; open + history + processed seq; the baseline's clients do the same MLS work",
+            args.client_store_dir
+                .as_ref()
+                .map_or_else(std::env::temp_dir, Clone::clone)
+                .display()
+        );
+    }
     let limits = bench_limits();
     match &args.server {
         Some(url) => println!("Tacit server: {url} (its own limits apply)"),
@@ -172,11 +182,6 @@ pub async fn run(args: RelayArgs) -> Result<()> {
 
 /// Refuses what cannot be measured honestly.
 fn check(args: &RelayArgs) -> Result<()> {
-    if args.mode == Mode::E2e {
-        return Err(BenchError::NotImplemented(
-            "--mode e2e (real MLS encryption and decryption in the clients)",
-        ));
-    }
     if args.devices < 2 {
         return Err(BenchError::InvalidArgs(
             "--devices needs at least 2 (one pair)".into(),

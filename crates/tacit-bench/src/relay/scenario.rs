@@ -7,9 +7,10 @@ use std::time::Duration;
 use tacit_server::{Database, Limits, NatsConfig, RunningServer, ServerConfig};
 use tokio::task::JoinSet;
 
-use super::args::RelayArgs;
+use super::args::{Mode, RelayArgs};
 use super::baseline::{setup_baseline_pair, BaselineRelay};
 use super::client::{setup_tacit_pair, Conn};
+use super::e2e::{setup_baseline_e2e_pair, setup_tacit_e2e_pair, ReceiverEnd, SenderEnd};
 use super::load::{run_receiver, run_sender, Clock, Pace, PairShared};
 use super::progress::Progress;
 use super::report::Figures;
@@ -119,6 +120,24 @@ pub(crate) async fn run_scenario(name: &str, target: Target, args: &RelayArgs) -
     }
 }
 
+/// One pair, ready to run: sender and receiver connections, the dialect, and how each end turns
+/// payloads into messages and back.
+type Pair = (Conn, Conn, Wire, SenderEnd, ReceiverEnd);
+
+/// A fresh directory for the client devices' stores: under `--client-store-dir` if given, else
+/// the system's temporary directory (a disk, so that the clients' fsyncs are real).
+fn client_store_dir(args: &RelayArgs) -> Result<tempfile::TempDir> {
+    let dir = match &args.client_store_dir {
+        Some(parent) => tempfile::Builder::new()
+            .prefix("tacit-bench-clients")
+            .tempdir_in(parent)?,
+        None => tempfile::Builder::new()
+            .prefix("tacit-bench-clients")
+            .tempdir()?,
+    };
+    Ok(dir)
+}
+
 /// Sets up the pairs on `url` (Tacit when `tacit_run_tag` is set, else the baseline relay), runs
 /// them, merges their counts.
 /// Runs the load against the server(s) at `urls`: pair `i` has its sender on node `i` and its
@@ -130,19 +149,54 @@ async fn drive(
     tacit_run_tag: Option<u32>,
     args: &RelayArgs,
 ) -> Result<Tally> {
+    // E2E mode: the client devices' encrypted stores, on disk, for this scenario only.
+    let stores = match args.mode {
+        Mode::E2e => Some(client_store_dir(args)?),
+        Mode::Server => None,
+    };
+    let store_path = stores.as_ref().map(|d| d.path().to_path_buf());
     let mut setups = JoinSet::new();
     for i in 0..args.pairs() {
         let url = urls[i % urls.len()].clone();
         let receiver_url = urls[(i + 1) % urls.len()].clone();
+        let store_path = store_path.clone();
         setups.spawn(async move {
-            match tacit_run_tag {
-                Some(tag) => {
+            match (tacit_run_tag, store_path) {
+                (Some(tag), None) => {
                     let (s, r, group) = setup_tacit_pair(i, tag, url, receiver_url).await?;
-                    Ok::<(Conn, Conn, Wire), BenchError>((s, r, Wire::Tacit { group }))
+                    Ok::<Pair, BenchError>((
+                        s,
+                        r,
+                        Wire::Tacit { group },
+                        SenderEnd::Opaque,
+                        ReceiverEnd::Opaque,
+                    ))
                 }
-                None => {
+                (Some(tag), Some(dir)) => {
+                    let (s, r, group, sd, rd) =
+                        setup_tacit_e2e_pair(i, tag, url, receiver_url, dir).await?;
+                    Ok((
+                        s,
+                        r,
+                        Wire::Tacit { group },
+                        SenderEnd::Mls(Box::new(sd)),
+                        ReceiverEnd::mls(rd),
+                    ))
+                }
+                (None, None) => {
                     let (s, r) = setup_baseline_pair(i, url).await?;
-                    Ok((s, r, Wire::Baseline))
+                    Ok((s, r, Wire::Baseline, SenderEnd::Opaque, ReceiverEnd::Opaque))
+                }
+                (None, Some(dir)) => {
+                    let tag = rand::random();
+                    let (s, r, sd, rd) = setup_baseline_e2e_pair(i, tag, url, dir).await?;
+                    Ok((
+                        s,
+                        r,
+                        Wire::Baseline,
+                        SenderEnd::Mls(Box::new(sd)),
+                        ReceiverEnd::mls(rd),
+                    ))
                 }
             }
         });
@@ -161,17 +215,25 @@ async fn drive(
     let clock = Clock::starting_now(args.duration);
     let progress = Progress::start(name.to_owned(), clock, live.clone());
     let mut devices = JoinSet::new();
-    for (sender, receiver, wire) in pairs {
+    for (sender, receiver, wire, sealer, opener) in pairs {
         let shared = Arc::new(PairShared::default());
         devices.spawn(run_sender(
             sender,
             wire.clone(),
+            sealer,
             pace,
             clock,
             shared.clone(),
             live.clone(),
         ));
-        devices.spawn(run_receiver(receiver, wire, clock, shared, live.clone()));
+        devices.spawn(run_receiver(
+            receiver,
+            wire,
+            opener,
+            clock,
+            shared,
+            live.clone(),
+        ));
     }
     let mut tally = Tally::default();
     let mut failure = None;
