@@ -1,6 +1,7 @@
 //! The no-plaintext audit: unique marker strings sent through every path (1:1, group,
 //! multi-device, offline queue) appear nowhere on the server — not in the database, its WAL or
-//! journal, and not in the server's logs at trace level.
+//! journal, not in the server's logs at trace level, and not in any byte that crosses the
+//! network in either direction (every client talks to the server through a recording relay).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -21,6 +22,60 @@ impl Write for Captured {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// A loopback TCP relay in front of the server that keeps a copy of every byte it forwards, in
+/// both directions.
+struct RecordingRelay {
+    url: String,
+    seen: Captured,
+}
+
+impl RecordingRelay {
+    async fn start(server: std::net::SocketAddr) -> RecordingRelay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/v1", listener.local_addr().unwrap());
+        let seen = Captured::default();
+        let record = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let Ok(upstream) = tokio::net::TcpStream::connect(server).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (ur, uw) = upstream.into_split();
+                    tokio::join!(
+                        copy_recording(cr, uw, record.clone()),
+                        copy_recording(ur, cw, record)
+                    );
+                });
+            }
+        });
+        RecordingRelay { url, seen }
+    }
+}
+
+async fn copy_recording(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut record: Captured,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                record.write_all(&buf[..n]).unwrap();
+                if to.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 fn count(haystack: &[u8], needle: &str) -> usize {
@@ -51,9 +106,13 @@ async fn no_plaintext_reaches_the_server_disk_or_logs() {
 
     let root = tempfile::tempdir().unwrap();
     let server = TestServer::start(root.path()).await;
-    let mut alice = account(root.path(), &server, "alice").await;
-    let mut bob = account(root.path(), &server, "bob").await;
-    let mut carol = account(root.path(), &server, "carol").await;
+    let relay = RecordingRelay::start(server.addr).await;
+    let mut alice = new_client(root.path(), "alice");
+    alice.create_account("alice", &relay.url).await.unwrap();
+    let mut bob = new_client(root.path(), "bob");
+    bob.create_account("bob", &relay.url).await.unwrap();
+    let mut carol = new_client(root.path(), "carol");
+    carol.create_account("carol", &relay.url).await.unwrap();
     let mut phone = new_client(root.path(), "alice-phone");
     let (tx, rx) = tokio::sync::oneshot::channel::<String>();
     let link = alice.link_device(
@@ -62,7 +121,7 @@ async fn no_plaintext_reaches_the_server_disk_or_logs() {
         },
         std::time::Duration::from_secs(30),
     );
-    let url = server.url.clone();
+    let url = relay.url.clone();
     let join = async {
         phone
             .join_device(&rx.await.unwrap(), &url, std::time::Duration::from_secs(30))
@@ -126,6 +185,21 @@ async fn no_plaintext_reaches_the_server_disk_or_logs() {
     for m in &markers {
         if count(&logged, m) > 0 {
             found.push(format!("{m} in the server logs"));
+        }
+    }
+    let wire = relay.seen.0.lock().unwrap().clone();
+    assert!(
+        wire.len() > 10_000,
+        "the relay carried the traffic ({} bytes)",
+        wire.len()
+    );
+    // Control: what is meant to travel in the clear (handles) is seen, so the scan works.
+    assert!(count(&wire, "alice") > 0, "handles are visible on the wire");
+    for m in &markers {
+        if count(&wire, m) > 0 {
+            found.push(format!(
+                "{m} on the wire (server socket bytes, either direction)"
+            ));
         }
     }
     assert!(
