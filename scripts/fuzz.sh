@@ -32,7 +32,7 @@ if git rev-parse --git-dir >/dev/null 2>&1 && [ -n "$(git status --porcelain -- 
   echo "note: the seed corpora changed (schema or seeds changed): commit fuzz/corpus/" >&2
 fi
 
-read -r -a targets <<<"${TACIT_FUZZ_TARGETS:-$(cargo fuzz list)}"
+read -r -d "" -a targets < <(printf '%s\n' ${TACIT_FUZZ_TARGETS:-$(cargo fuzz list)}) || true
 echo "== building ${#targets[@]} fuzz targets (AddressSanitizer, debug assertions)"
 cargo fuzz build --debug-assertions
 
