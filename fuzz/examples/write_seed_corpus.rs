@@ -16,14 +16,14 @@ use tacit_proto::encode;
 fn main() -> std::io::Result<()> {
     let mut corpora: BTreeMap<&str, Vec<(String, Vec<u8>)>> = BTreeMap::new();
     for frame in seeds::client_frames() {
-        let name = frame.body.as_ref().map_or("empty", seeds::client_kind);
+        let name = frame.body.as_ref().map_or("empty", |b| b.kind());
         corpora
             .entry("client_frame")
             .or_default()
             .push((name.to_owned(), encode(&frame)));
     }
     for frame in seeds::server_frames() {
-        let name = frame.body.as_ref().map_or("empty", seeds::server_kind);
+        let name = frame.body.as_ref().map_or("empty", |b| b.kind());
         corpora
             .entry("server_frame")
             .or_default()

@@ -87,49 +87,6 @@ fn group_id() -> Vec<u8> {
     opaque(32, 0x67)
 }
 
-/// The name of a client frame's kind, as in the schema. Exhaustive, so a new kind of frame does
-/// not compile until it is named here and given a seed.
-pub fn client_kind(body: &Req) -> &'static str {
-    match body {
-        Req::Authenticate(_) => "authenticate",
-        Req::RegisterAccount(_) => "register_account",
-        Req::RegisterDevice(_) => "register_device",
-        Req::UploadKeyPackages(_) => "upload_key_packages",
-        Req::ClaimKeyPackages(_) => "claim_key_packages",
-        Req::LookupUser(_) => "lookup_user",
-        Req::ListDevices(_) => "list_devices",
-        Req::CreateGroup(_) => "create_group",
-        Req::SendCommit(_) => "send_commit",
-        Req::SendMessage(_) => "send_message",
-        Req::Ack(_) => "ack",
-        Req::FetchGroupState(_) => "fetch_group_state",
-        Req::LinkOpen(_) => "link_open",
-        Req::LinkSend(_) => "link_send",
-        Req::LinkReceive(_) => "link_receive",
-        Req::Ping(_) => "ping",
-    }
-}
-
-/// The name of a server frame's kind, as in the schema (exhaustive, as [`client_kind`]).
-pub fn server_kind(body: &Resp) -> &'static str {
-    match body {
-        Resp::Challenge(_) => "challenge",
-        Resp::Error(_) => "error",
-        Resp::Authenticated(_) => "authenticated",
-        Resp::Done(_) => "done",
-        Resp::KeyPackagesClaimed(_) => "key_packages_claimed",
-        Resp::UserInfo(_) => "user_info",
-        Resp::DeviceList(_) => "device_list",
-        Resp::CommitAccepted(_) => "commit_accepted",
-        Resp::MessageAccepted(_) => "message_accepted",
-        Resp::Envelope(_) => "envelope",
-        Resp::QueueDrained(_) => "queue_drained",
-        Resp::GroupState(_) => "group_state",
-        Resp::LinkPayload(_) => "link_payload",
-        Resp::Pong(_) => "pong",
-    }
-}
-
 /// One client frame of every kind, valid as a client would send it.
 pub fn client_frames() -> Vec<v1::ClientFrame> {
     let ids = known_identities();
