@@ -64,6 +64,7 @@ done
 echo "== fuzzing summary (${seconds} s per target)"
 printf '%-22s %-7s %12s %10s %8s\n' target result executions exec/s corpus
 printf '%s\n' "${summary[@]}"
+echo "fuzzing: $((${#targets[@]} - ${#failed[@]})) passed, ${#failed[@]} failed"
 if [ ${#failed[@]} -gt 0 ]; then
   echo "fuzzing found crashes in: ${failed[*]} (inputs in fuzz/artifacts/)" >&2
   exit 1

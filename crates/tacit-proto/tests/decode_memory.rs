@@ -84,6 +84,13 @@ fn decoding_stays_within_the_promised_allocation() {
             peak_bytes_during(|| decode_server_frame(frame, MAX_FRAME_BYTES).map(drop))
         };
         assert_eq!(decoded, Ok(()), "{what}");
+        if frame.len() > 1000 {
+            // The meter sees the decoder: what was decoded is at least half the frame's size.
+            assert!(
+                allocated >= frame.len() / 2,
+                "{what}: only {allocated} bytes counted"
+            );
+        }
         let bound = max_decode_alloc_bytes(frame.len());
         assert!(
             allocated <= bound,
