@@ -381,9 +381,12 @@ fn decoders_hold_on(data: &[u8]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// Splits an authentication transcript back into its parts (context, nonce, handle, device id),
-/// following the layout `auth_transcript` documents.
-fn parse_transcript(mut t: &[u8]) -> Option<(Vec<u8>, Vec<u8>, Vec<u8>, u64)> {
+/// The parts of an authentication transcript: context, nonce, handle, device id.
+type TranscriptParts = (Vec<u8>, Vec<u8>, Vec<u8>, u64);
+
+/// Splits an authentication transcript back into its parts, following the layout
+/// `auth_transcript` documents.
+fn parse_transcript(mut t: &[u8]) -> Option<TranscriptParts> {
     let mut part = || {
         let (len, rest) = t.split_first_chunk::<4>()?;
         let len = u32::from_be_bytes(*len) as usize;
