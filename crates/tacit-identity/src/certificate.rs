@@ -74,6 +74,10 @@ impl DeviceCertificate {
     /// Decodes the certificate, bounds its fields and checks its signature against the identity
     /// key it names. This proves only self-consistency: callers must also check that the identity
     /// key is the one they know for the handle ([`verify_for`](Self::verify_for) does both).
+    ///
+    /// Only the canonical encoding is accepted — the bytes [`issue`](Self::issue) produces, with
+    /// no unknown, repeated or reordered fields — so a certificate has exactly one byte form and
+    /// nothing can be prepended, appended or re-encoded without it being refused.
     pub fn verify(&self) -> Result<VerifiedCertificate, IdentityError> {
         let malformed = |why: &str| IdentityError::MalformedCertificate(why.to_owned());
         if self.0.len() > MAX_CERTIFICATE_BYTES {
@@ -81,8 +85,14 @@ impl DeviceCertificate {
         }
         let outer = v1::DeviceCertificate::decode(self.0.as_slice())
             .map_err(|_| malformed("not a certificate"))?;
+        if outer.encode_to_vec() != self.0 {
+            return Err(malformed("not in canonical encoding"));
+        }
         let body = v1::CertificateBody::decode(outer.body.as_slice())
             .map_err(|_| malformed("body does not decode"))?;
+        if body.encode_to_vec() != outer.body {
+            return Err(malformed("body not in canonical encoding"));
+        }
         if body.version != CERT_VERSION {
             return Err(malformed("unsupported version"));
         }
@@ -202,6 +212,64 @@ mod tests {
         assert!(DeviceCertificate::from_bytes(spliced.encode_to_vec())
             .verify()
             .is_err());
+    }
+
+    /// Found by the `device_certificate` fuzz target: protobuf keeps the last of repeated
+    /// fields, so a junk `body` field put in front of a valid certificate used to verify.
+    #[test]
+    fn non_canonical_encodings_are_refused() {
+        let identity = IdentityKeyPair::generate();
+        let (cert, _) = issue(&identity, "alice", 1);
+        let outer = v1::DeviceCertificate::decode(cert.as_bytes()).unwrap();
+        let mut prefixed = v1::DeviceCertificate {
+            body: b"junk".to_vec(),
+            signature: vec![],
+        }
+        .encode_to_vec();
+        prefixed.extend_from_slice(cert.as_bytes());
+        let mut unknown_field = cert.as_bytes().to_vec();
+        unknown_field.extend_from_slice(&[0x18, 0x01]); // field 3, varint 1
+        let mut reordered = v1::DeviceCertificate {
+            body: vec![],
+            signature: outer.signature.clone(),
+        }
+        .encode_to_vec();
+        reordered.extend_from_slice(
+            &v1::DeviceCertificate {
+                body: outer.body.clone(),
+                signature: vec![],
+            }
+            .encode_to_vec(),
+        );
+        for bytes in [prefixed, unknown_field, reordered] {
+            assert!(v1::DeviceCertificate::decode(bytes.as_slice()).is_ok());
+            assert_eq!(
+                DeviceCertificate::from_bytes(bytes).verify(),
+                Err(IdentityError::MalformedCertificate(
+                    "not in canonical encoding".into()
+                ))
+            );
+        }
+        assert!(cert.verify().is_ok());
+    }
+
+    #[test]
+    fn non_canonical_signed_body_is_refused() {
+        // Even a body the identity key signed is refused unless canonical: one certificate, one
+        // byte form.
+        let identity = IdentityKeyPair::generate();
+        let (cert, _) = issue(&identity, "alice", 1);
+        let outer = v1::DeviceCertificate::decode(cert.as_bytes()).unwrap();
+        let mut body = outer.body.clone();
+        body.extend_from_slice(&[0x38, 0x00]); // field 7, varint 0
+        let signature = identity.sign(&signed_bytes(&body)).to_vec();
+        let bytes = v1::DeviceCertificate { body, signature }.encode_to_vec();
+        assert_eq!(
+            DeviceCertificate::from_bytes(bytes).verify(),
+            Err(IdentityError::MalformedCertificate(
+                "body not in canonical encoding".into()
+            ))
+        );
     }
 
     proptest! {

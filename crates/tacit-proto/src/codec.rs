@@ -33,7 +33,9 @@ pub fn encode<M: Message>(message: &M) -> Vec<u8> {
     message.encode_to_vec()
 }
 
-/// Decodes a client frame, refusing it before any decoding if it exceeds `limit` bytes.
+/// Decodes a client frame, refusing it before any decoding (and any allocation) if it exceeds
+/// `limit` bytes, or if it carries no body. Memory: see [`crate::limits::max_decode_alloc_bytes`].
+/// Field bounds are checked separately by [`crate::validate::validate_client_frame`].
 pub fn decode_client_frame(bytes: &[u8], limit: usize) -> Result<ClientFrame, DecodeError> {
     check_len(bytes, limit)?;
     let frame = ClientFrame::decode(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
@@ -43,7 +45,8 @@ pub fn decode_client_frame(bytes: &[u8], limit: usize) -> Result<ClientFrame, De
     Ok(frame)
 }
 
-/// Decodes a server frame, refusing it before any decoding if it exceeds `limit` bytes.
+/// Decodes a server frame, refusing it before any decoding (and any allocation) if it exceeds
+/// `limit` bytes, or if it carries no body. Memory: see [`crate::limits::max_decode_alloc_bytes`].
 pub fn decode_server_frame(bytes: &[u8], limit: usize) -> Result<ServerFrame, DecodeError> {
     check_len(bytes, limit)?;
     let frame = ServerFrame::decode(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+mod kinds;
 pub mod limits;
 pub mod validate;
 

@@ -26,3 +26,28 @@ pub const MAX_LINK_PAYLOAD_BYTES: usize = 8 * 1024;
 pub const KEY_BYTES: usize = 32;
 /// Size of an Ed25519 signature, in bytes.
 pub const SIGNATURE_BYTES: usize = 64;
+
+/// Most bytes that decoding one frame may allocate per byte of the frame (see
+/// [`max_decode_alloc_bytes`]).
+///
+/// Why this value: an element of a repeated field costs 2 bytes on the wire (tag and a zero
+/// length) but a whole struct in memory — up to 40 bytes (`ClaimedKeyPackage`), 32 for a
+/// `DeviceAddress` — and a growing `Vec` briefly holds its old and new buffers, 3 elements' room
+/// per element at worst: 40 × 3 / 2 = 60 bytes per frame byte. A 1 MiB frame may therefore take
+/// up to 64 MiB while it is decoded; `validate` then refuses most such frames (e.g. more than
+/// 10,000 routing changes).
+pub const DECODE_ALLOC_BYTES_PER_FRAME_BYTE: usize = 64;
+
+/// Bytes that decoding one frame may allocate on top of the per-byte allowance: the first small
+/// buffers and the text of a decoding error.
+pub const DECODE_ALLOC_OVERHEAD_BYTES: usize = 4 * 1024;
+
+/// The most bytes [`decode_client_frame`](crate::decode_client_frame) or
+/// [`decode_server_frame`](crate::decode_server_frame) allocate at once while decoding a frame
+/// of `frame_len` bytes, the decoded frame included. A frame refused as too large allocates
+/// nothing. The fuzz targets `client_frame` and `server_frame` check this bound on every input.
+pub const fn max_decode_alloc_bytes(frame_len: usize) -> usize {
+    frame_len
+        .saturating_mul(DECODE_ALLOC_BYTES_PER_FRAME_BYTE)
+        .saturating_add(DECODE_ALLOC_OVERHEAD_BYTES)
+}
