@@ -1,16 +1,22 @@
 //! OpenMLS's storage, written through the current local-store transaction.
 //!
-//! Each OpenMLS item is one encrypted row: logical key = a label for the kind of item followed
-//! by the JSON of its OpenMLS key; value = the JSON of the item. Items OpenMLS keeps as lists
-//! (own leaf nodes, queued proposals, epoch key pairs) are one row holding the whole list.
+//! Each OpenMLS item is one store item ([`StoreTx::put_item`]: one sealed row, or sealed chunks
+//! of which only the changed ones are rewritten): logical key = a label for the kind of item
+//! followed by the JSON of its OpenMLS key; value = a format byte and the item in postcard's
+//! compact binary encoding (JSON for the join configuration, whose decoding needs a
+//! self-describing format). Values of store schema version 1 (untagged JSON) are still read.
+//! Items OpenMLS keeps as lists (own leaf nodes, queued proposals, epoch key pairs) are one
+//! item holding the whole list.
 
 use openmls_rust_crypto::RustCrypto;
 use openmls_traits::storage::{traits, Entity, Key, StorageProvider, CURRENT_VERSION};
 use openmls_traits::OpenMlsProvider;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use zeroize::Zeroizing;
 
 use super::db::{Namespace, StoreTx};
+use super::items::Item;
 use super::StoreError;
 
 /// A storage failure surfaced through OpenMLS.
@@ -46,14 +52,70 @@ mod label {
     pub const PSK: &[u8] = b"psk";
 }
 
+/// Format byte of a value encoded with postcard.
+const POSTCARD: u8 = 1;
+/// Format byte of a value encoded as JSON.
+const JSON: u8 = 2;
+
 type R<T> = Result<T, MlsStorageError>;
 
-fn ser<T: Serialize + ?Sized>(value: &T) -> R<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Serialization(e.to_string()).into())
+fn codec_error(e: impl std::fmt::Display) -> MlsStorageError {
+    StoreError::Serialization(e.to_string()).into()
 }
 
-fn de<T: DeserializeOwned>(bytes: &[u8]) -> R<T> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Serialization(e.to_string()).into())
+/// The format a label's values are written in. The join configuration's decoding relies on a
+/// self-describing format (an untagged enum, for backward compatibility inside OpenMLS), so it
+/// stays JSON; everything else is postcard.
+fn format_of(label: &[u8]) -> u8 {
+    if label == label::JOIN_CONFIG {
+        JSON
+    } else {
+        POSTCARD
+    }
+}
+
+/// A value's stored form: its format byte, then its encoding.
+fn encode<T: Serialize + ?Sized>(format: u8, value: &T) -> R<Zeroizing<Vec<u8>>> {
+    let mut out = Zeroizing::new(vec![format]);
+    if format == JSON {
+        serde_json::to_writer(&mut *out, value).map_err(codec_error)?;
+        Ok(out)
+    } else {
+        let buffer = std::mem::take(&mut *out);
+        postcard::to_extend(value, buffer)
+            .map(Zeroizing::new)
+            .map_err(codec_error)
+    }
+}
+
+/// In builds with debug assertions (every test): checks that a postcard value decodes as a `T`
+/// and encodes back to the same bytes, so that a type postcard cannot carry is caught by the
+/// tests rather than when a profile is reopened.
+fn check_round_trip<T: Serialize + DeserializeOwned>(stored: &[u8]) -> R<()> {
+    if !cfg!(debug_assertions) || stored.first() != Some(&POSTCARD) {
+        return Ok(());
+    }
+    let again: T = postcard::from_bytes(&stored[1..]).map_err(codec_error)?;
+    if postcard::to_allocvec(&again)
+        .map_err(codec_error)?
+        .as_slice()
+        != &stored[1..]
+    {
+        return Err(codec_error("a value does not survive its encoding"));
+    }
+    Ok(())
+}
+
+/// Decodes a stored value (any format this store has written).
+fn decode<T: DeserializeOwned>(item: Item) -> R<T> {
+    match item {
+        Item::Legacy(json) => serde_json::from_slice(&json).map_err(codec_error),
+        Item::Current(bytes) => match bytes.split_first() {
+            Some((&POSTCARD, value)) => postcard::from_bytes(value).map_err(codec_error),
+            Some((&JSON, value)) => serde_json::from_slice(value).map_err(codec_error),
+            _ => Err(codec_error("unknown value format")),
+        },
+    }
 }
 
 impl<'a> MlsStorage<'a> {
@@ -64,20 +126,48 @@ impl<'a> MlsStorage<'a> {
     fn key<K: Serialize + ?Sized>(label: &[u8], key: &K) -> R<Vec<u8>> {
         let mut out = label.to_vec();
         out.push(0);
-        out.extend(ser(key)?);
+        serde_json::to_writer(&mut out, key).map_err(codec_error)?;
         Ok(out)
     }
 
-    fn write<K: Serialize + ?Sized, T: Serialize + ?Sized>(
+    fn write<K: Serialize + ?Sized, T: Serialize + DeserializeOwned>(
         &self,
         label: &[u8],
         key: &K,
         value: &T,
     ) -> R<()> {
-        let bytes = zeroize::Zeroizing::new(ser(value)?);
+        #[cfg(test)]
+        if tests::writing_version_1() {
+            return Ok(self
+                .tx
+                .put_json(Namespace::Mls, &Self::key(label, key)?, value)?);
+        }
+        let bytes = encode(format_of(label), value)?;
+        check_round_trip::<T>(&bytes)?;
+        self.put(label, key, &bytes)
+    }
+
+    fn write_list<K: Serialize + ?Sized, T: Serialize + DeserializeOwned>(
+        &self,
+        label: &[u8],
+        key: &K,
+        items: &[T],
+    ) -> R<()> {
+        #[cfg(test)]
+        if tests::writing_version_1() {
+            return Ok(self
+                .tx
+                .put_json(Namespace::Mls, &Self::key(label, key)?, items)?);
+        }
+        let bytes = encode(format_of(label), items)?;
+        check_round_trip::<Vec<T>>(&bytes)?;
+        self.put(label, key, &bytes)
+    }
+
+    fn put<K: Serialize + ?Sized>(&self, label: &[u8], key: &K, bytes: &[u8]) -> R<()> {
         Ok(self
             .tx
-            .put(Namespace::Mls, &Self::key(label, key)?, &bytes)?)
+            .put_item(Namespace::Mls, &Self::key(label, key)?, bytes)?)
     }
 
     fn read<K: Serialize + ?Sized, T: DeserializeOwned>(
@@ -85,41 +175,58 @@ impl<'a> MlsStorage<'a> {
         label: &[u8],
         key: &K,
     ) -> R<Option<T>> {
-        match self.tx.get(Namespace::Mls, &Self::key(label, key)?)? {
-            Some(bytes) => Ok(Some(de(&zeroize::Zeroizing::new(bytes))?)),
+        match self.tx.get_item(Namespace::Mls, &Self::key(label, key)?)? {
+            Some(item) => Ok(Some(decode(item)?)),
             None => Ok(None),
         }
     }
 
     fn remove<K: Serialize + ?Sized>(&self, label: &[u8], key: &K) -> R<()> {
-        Ok(self.tx.delete(Namespace::Mls, &Self::key(label, key)?)?)
+        Ok(self
+            .tx
+            .delete_item(Namespace::Mls, &Self::key(label, key)?)?)
     }
 
-    fn list<K: Serialize + ?Sized>(&self, label: &[u8], key: &K) -> R<Vec<serde_json::Value>> {
+    fn list<K: Serialize + ?Sized, T: DeserializeOwned>(&self, label: &[u8], key: &K) -> R<Vec<T>> {
         Ok(self.read(label, key)?.unwrap_or_default())
     }
 
-    fn list_typed<K: Serialize + ?Sized, T: DeserializeOwned>(
+    fn push<K: Serialize + ?Sized, T: Serialize + DeserializeOwned>(
         &self,
         label: &[u8],
         key: &K,
-    ) -> R<Vec<T>> {
-        self.list(label, key)?
-            .into_iter()
-            .map(|v| {
-                serde_json::from_value(v)
-                    .map_err(|e| StoreError::Serialization(e.to_string()).into())
-            })
-            .collect()
+        item: T,
+    ) -> R<()> {
+        let mut items: Vec<T> = self.list(label, key)?;
+        items.push(item);
+        self.write_list(label, key, &items)
     }
 
-    fn push<K: Serialize + ?Sized, T: Serialize>(&self, label: &[u8], key: &K, item: &T) -> R<()> {
-        let mut items = self.list(label, key)?;
-        items.push(
-            serde_json::to_value(item).map_err(|e| StoreError::Serialization(e.to_string()))?,
-        );
-        self.write(label, key, &items)
+    /// Removes from a list every element whose encoding equals `target`'s.
+    fn list_without<K: Serialize + ?Sized, T: Serialize + DeserializeOwned>(
+        &self,
+        label: &[u8],
+        key: &K,
+        target: &T,
+    ) -> R<(Vec<T>, bool)> {
+        let wanted = postcard::to_allocvec(target).map_err(codec_error)?;
+        let mut found = false;
+        let mut kept = Vec::new();
+        for item in self.list::<_, T>(label, key)? {
+            if postcard::to_allocvec(&item).map_err(codec_error)? == wanted {
+                found = true;
+            } else {
+                kept.push(item);
+            }
+        }
+        Ok((kept, found))
     }
+}
+
+/// Decodes a value through serialization (for OpenMLS's typed references, whose types the
+/// trait hands us only by reference).
+fn owned<T: Serialize + ?Sized, U: DeserializeOwned>(value: &T) -> R<U> {
+    postcard::from_bytes(&postcard::to_allocvec(value).map_err(codec_error)?).map_err(codec_error)
 }
 
 impl StorageProvider<CURRENT_VERSION> for MlsStorage<'_> {
@@ -137,7 +244,7 @@ impl StorageProvider<CURRENT_VERSION> for MlsStorage<'_> {
         g: &G,
         l: &L,
     ) -> R<()> {
-        self.push(label::OWN_LEAF_NODES, g, l)
+        self.push::<_, L>(label::OWN_LEAF_NODES, g, owned(l)?)
     }
     fn queue_proposal<
         G: traits::GroupId<V>,
@@ -150,11 +257,9 @@ impl StorageProvider<CURRENT_VERSION> for MlsStorage<'_> {
         p: &Q,
     ) -> R<()> {
         self.write(label::PROPOSAL, &(g, r), p)?;
-        let refs = self.list(label::PROPOSAL_REFS, g)?;
-        let new_ref =
-            serde_json::to_value(r).map_err(|e| StoreError::Serialization(e.to_string()))?;
-        if !refs.contains(&new_ref) {
-            self.push(label::PROPOSAL_REFS, g, r)?;
+        let (_, present) = self.list_without::<_, P>(label::PROPOSAL_REFS, g, r)?;
+        if !present {
+            self.push::<_, P>(label::PROPOSAL_REFS, g, owned(r)?)?;
         }
         Ok(())
     }
@@ -245,7 +350,7 @@ impl StorageProvider<CURRENT_VERSION> for MlsStorage<'_> {
         leaf: u32,
         pairs: &[P],
     ) -> R<()> {
-        self.write(label::EPOCH_KEY_PAIRS, &(g, e, leaf), pairs)
+        self.write_list(label::EPOCH_KEY_PAIRS, &(g, e, leaf), pairs)
     }
     fn write_key_package<H: traits::HashReference<V>, K: traits::KeyPackage<V>>(
         &self,
@@ -265,13 +370,13 @@ impl StorageProvider<CURRENT_VERSION> for MlsStorage<'_> {
         self.read(label::JOIN_CONFIG, g)
     }
     fn own_leaf_nodes<G: traits::GroupId<V>, L: traits::LeafNode<V>>(&self, g: &G) -> R<Vec<L>> {
-        self.list_typed(label::OWN_LEAF_NODES, g)
+        self.list(label::OWN_LEAF_NODES, g)
     }
     fn queued_proposal_refs<G: traits::GroupId<V>, P: traits::ProposalRef<V>>(
         &self,
         g: &G,
     ) -> R<Vec<P>> {
-        self.list_typed(label::PROPOSAL_REFS, g)
+        self.list(label::PROPOSAL_REFS, g)
     }
     fn queued_proposals<
         G: traits::GroupId<V>,
@@ -281,7 +386,7 @@ impl StorageProvider<CURRENT_VERSION> for MlsStorage<'_> {
         &self,
         g: &G,
     ) -> R<Vec<(P, Q)>> {
-        let refs: Vec<P> = self.list_typed(label::PROPOSAL_REFS, g)?;
+        let refs: Vec<P> = self.list(label::PROPOSAL_REFS, g)?;
         let mut out = Vec::with_capacity(refs.len());
         for r in refs {
             if let Some(q) = self.read(label::PROPOSAL, &(g, &r))? {
@@ -379,11 +484,8 @@ impl StorageProvider<CURRENT_VERSION> for MlsStorage<'_> {
         g: &G,
         r: &P,
     ) -> R<()> {
-        let target =
-            serde_json::to_value(r).map_err(|e| StoreError::Serialization(e.to_string()))?;
-        let mut refs = self.list(label::PROPOSAL_REFS, g)?;
-        refs.retain(|v| *v != target);
-        self.write(label::PROPOSAL_REFS, g, &refs)?;
+        let (refs, _) = self.list_without::<_, P>(label::PROPOSAL_REFS, g, r)?;
+        self.write_list(label::PROPOSAL_REFS, g, &refs)?;
         self.remove(label::PROPOSAL, &(g, r))
     }
     fn delete_own_leaf_nodes<G: traits::GroupId<V>>(&self, g: &G) -> R<()> {
@@ -423,7 +525,7 @@ impl StorageProvider<CURRENT_VERSION> for MlsStorage<'_> {
         &self,
         g: &G,
     ) -> R<()> {
-        let refs: Vec<P> = self.list_typed(label::PROPOSAL_REFS, g)?;
+        let refs: Vec<P> = self.list(label::PROPOSAL_REFS, g)?;
         for r in refs {
             self.remove(label::PROPOSAL, &(g, &r))?;
         }
@@ -481,5 +583,148 @@ impl<'a> OpenMlsProvider for TxProvider<'a> {
     }
     fn rand(&self) -> &Self::RandProvider {
         self.crypto
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::cell::Cell;
+    use std::path::Path;
+
+    use tacit_proto::v1::{DeviceAddress, Envelope, EnvelopeKind};
+
+    use crate::store::{LocalStore, StoreKey};
+    use crate::{ClaimedUser, CoreConfig, Device, Event, Processed};
+
+    thread_local! {
+        static VERSION_1: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Whether this thread writes OpenMLS values as store schema version 1 did (untagged JSON).
+    pub(super) fn writing_version_1() -> bool {
+        VERSION_1.with(Cell::get)
+    }
+
+    fn device(path: &Path, key: &StoreKey) -> Device {
+        Device::open(LocalStore::open(path, key).unwrap(), CoreConfig::default()).unwrap()
+    }
+
+    fn deliver(
+        to: &mut Device,
+        seq: u64,
+        kind: EnvelopeKind,
+        gid: &[u8],
+        payload: &[u8],
+    ) -> Vec<Event> {
+        let envelope = Envelope {
+            seq,
+            kind: kind as i32,
+            group_id: gid.to_vec(),
+            sender: Some(DeviceAddress {
+                handle: "alice".into(),
+                device_id: 1,
+            }),
+            payload: payload.to_vec(),
+            server_time_ms: 0,
+        };
+        match to.process_envelope(&envelope).unwrap() {
+            Processed::Events(events) => events,
+            Processed::Duplicate => panic!("duplicate"),
+        }
+    }
+
+    fn texts(events: &[Event]) -> Vec<&str> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Message { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A profile written by schema version 1 (every OpenMLS value untagged JSON) opens, is
+    /// migrated to version 2, and its conversation goes on: old values are read, new ones are
+    /// written in the new encoding, and both kinds are read after another restart.
+    #[test]
+    fn a_version_1_store_still_opens_and_its_conversation_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = StoreKey::generate();
+        let (alice_path, bob_path) = (dir.path().join("alice.db"), dir.path().join("bob.db"));
+
+        VERSION_1.with(|v| v.set(true));
+        let mut alice = device(&alice_path, &key);
+        alice
+            .create_account("alice", "ws://127.0.0.1:1/v1")
+            .unwrap();
+        let mut bob = device(&bob_path, &key);
+        let reg = bob.create_account("bob", "ws://127.0.0.1:1/v1").unwrap();
+        let kp = bob.new_key_packages(1).unwrap().remove(0);
+        let gid = alice.create_conversation("old", None).unwrap().group_id;
+        let add = alice
+            .prepare_add(
+                &gid,
+                &[ClaimedUser {
+                    handle: "bob".into(),
+                    identity_key: reg.identity_key.to_bytes().to_vec(),
+                    key_packages: vec![(reg.device_id, kp)],
+                }],
+            )
+            .unwrap();
+        alice.commit_accepted(&gid).unwrap();
+        let alice_key = alice.registration().unwrap().identity_key.to_bytes();
+        bob.pin_identity("alice", &alice_key).unwrap();
+        deliver(&mut bob, 1, EnvelopeKind::Welcome, &gid, &add.welcome);
+        let m = alice.encrypt_text(&gid, "written by version 1").unwrap();
+        let events = deliver(&mut bob, 2, EnvelopeKind::Message, &gid, &m.message);
+        assert_eq!(texts(&events), ["written by version 1"]);
+        drop((alice, bob));
+        for path in [&alice_path, &bob_path] {
+            let conn = rusqlite::Connection::open(path).unwrap();
+            conn.execute_batch("PRAGMA user_version = 1").unwrap();
+        }
+        VERSION_1.with(|v| v.set(false));
+
+        let mut alice = device(&alice_path, &key);
+        let mut bob = device(&bob_path, &key);
+        for path in [&alice_path, &bob_path] {
+            let conn = rusqlite::Connection::open(path).unwrap();
+            let version: i64 = conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(version, 2, "migrated");
+        }
+        let m = alice.encrypt_text(&gid, "after the upgrade").unwrap();
+        let events = deliver(&mut bob, 3, EnvelopeKind::Message, &gid, &m.message);
+        assert_eq!(texts(&events), ["after the upgrade"]);
+        let update = bob.prepare_self_update(&gid).unwrap();
+        bob.commit_accepted(&gid).unwrap();
+        drop(bob);
+
+        let mut bob = device(&bob_path, &key);
+        let events = deliver(&mut alice, 1, EnvelopeKind::Commit, &gid, &update.commit);
+        assert!(
+            matches!(events[..], [Event::KeysUpdated { .. }]),
+            "{events:?}"
+        );
+        let m = alice.encrypt_text(&gid, "in a new epoch").unwrap();
+        let events = deliver(&mut bob, 4, EnvelopeKind::Message, &gid, &m.message);
+        assert_eq!(texts(&events), ["in a new epoch"]);
+        let history: Vec<String> = bob
+            .history(&gid)
+            .unwrap()
+            .into_iter()
+            .filter(|h| !h.system)
+            .map(|h| h.text)
+            .collect();
+        assert_eq!(
+            history,
+            [
+                "written by version 1",
+                "after the upgrade",
+                "in a new epoch"
+            ]
+        );
     }
 }
