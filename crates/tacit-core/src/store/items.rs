@@ -8,13 +8,17 @@
 //! only the chunks that differ and deletes those past the new end — in the caller's
 //! transaction, sealed and with hidden keys like every other row.
 //!
-//! Each chunk is sealed with its row's hidden key and a random 64-bit tag as associated data,
-//! and the header (itself sealed to the item's row) lists the tags: a chunk from another item,
-//! another position or an older version of the same item fails authentication, so an item
-//! always reads back exactly as it was written.
+//! Each chunk is sealed to its own row (its hidden key is derived from the item's and its
+//! position), so a chunk moved to another item or position fails authentication; and the header
+//! (sealed to the item's row) holds the item's length and a SHA-256 digest over the SHA-256 of
+//! every chunk, checked on every read, so an older version of a chunk (or of several) is
+//! refused too: an item always reads back exactly as it was written. The header's size does
+//! not depend on the item's: a rewrite of one chunk writes that chunk and a header of 41 bytes.
 
 use std::collections::HashMap;
 
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::db::{Namespace, StoreTx};
@@ -28,17 +32,23 @@ pub const REMEMBERED_ITEMS: usize = 4096;
 
 /// First byte of an item's row: the value follows.
 const INLINE: u8 = 0;
-/// First byte of an item's row: a header follows (length, then one tag per chunk).
+/// First byte of an item's row: a header follows (length, digest of the chunks).
 const CHUNKED: u8 = 1;
-const TAG_BYTES: usize = 8;
+const DIGEST_BYTES: usize = 32;
+/// Domain separation for the digest over the chunks' hashes.
+const DIGEST_CONTEXT: &[u8] = b"tacit local store chunked value v1";
+
+type Hash = [u8; DIGEST_BYTES];
 
 /// What the store knows an item's rows hold.
 #[derive(Default)]
 pub(crate) struct Remembered {
-    /// The chunks (empty: the item is one row, or absent).
+    /// The chunks (empty: the item is one row, or absent; an empty chunk: contents unknown).
     chunks: Vec<Zeroizing<Vec<u8>>>,
-    /// The tag each chunk is sealed with.
-    tags: Vec<u64>,
+    /// The SHA-256 of each chunk.
+    hashes: Vec<Hash>,
+    /// The item's length when chunked (0 otherwise).
+    len: usize,
 }
 
 /// Items taken out of the memory by one transaction: hidden key -> what its rows now hold.
@@ -79,36 +89,36 @@ fn chunk_key(item_key: &[u8], index: usize) -> Vec<u8> {
     key
 }
 
-fn chunk_aad(stored_key: &[u8], tag: u64) -> Vec<u8> {
-    let mut aad = stored_key.to_vec();
-    aad.extend_from_slice(&tag.to_be_bytes());
-    aad
+/// The digest a header holds: over the item's length and its chunks' hashes, in order.
+fn digest(len: usize, hashes: &[Hash]) -> Hash {
+    let mut d = Sha256::new();
+    d.update(DIGEST_CONTEXT);
+    d.update((len as u64).to_be_bytes());
+    for h in hashes {
+        d.update(h);
+    }
+    d.finalize().into()
 }
 
-/// A header row: CHUNKED, total length (u64), then the chunks' tags (u64 each).
-fn encode_header(len: usize, tags: &[u64]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + 8 + tags.len() * TAG_BYTES);
+/// A header row: CHUNKED, total length (u64), digest.
+fn encode_header(len: usize, hashes: &[Hash]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 8 + DIGEST_BYTES);
     out.push(CHUNKED);
     out.extend_from_slice(&(len as u64).to_be_bytes());
-    for tag in tags {
-        out.extend_from_slice(&tag.to_be_bytes());
-    }
+    out.extend_from_slice(&digest(len, hashes));
     out
 }
 
-fn decode_header(bytes: &[u8]) -> Result<(usize, Vec<u64>), StoreError> {
+/// (length, digest) from a header row (after its first byte).
+fn decode_header(bytes: &[u8]) -> Result<(usize, &[u8]), StoreError> {
     let corrupt = || StoreError::Corrupt("a chunked value's header is malformed".into());
-    let (len, tags) = bytes.split_at_checked(8).ok_or_else(corrupt)?;
+    let (len, digest) = bytes.split_at_checked(8).ok_or_else(corrupt)?;
     let len = u64::from_be_bytes(len.try_into().map_err(|_| corrupt())?);
     let len = usize::try_from(len).map_err(|_| corrupt())?;
-    if tags.len() % TAG_BYTES != 0 || tags.len() / TAG_BYTES != len.div_ceil(CHUNK_BYTES) {
+    if digest.len() != DIGEST_BYTES || len <= CHUNK_BYTES {
         return Err(corrupt());
     }
-    let tags = tags
-        .chunks_exact(TAG_BYTES)
-        .map(|t| u64::from_be_bytes(t.try_into().unwrap_or_default()))
-        .collect();
-    Ok((len, tags))
+    Ok((len, digest))
 }
 
 impl StoreTx<'_> {
@@ -125,25 +135,24 @@ impl StoreTx<'_> {
             row.extend_from_slice(value);
             self.put_hidden(ns, &k, &row)?;
         } else {
-            let mut changed = false;
+            let mut changed = old.len != value.len();
             for (i, chunk) in value.chunks(CHUNK_BYTES).enumerate() {
-                let same = old.chunks.get(i).is_some_and(|c| c.as_slice() == chunk);
-                let tag = if same {
-                    old.tags[i]
-                } else {
-                    changed = true;
-                    let tag = rand::random::<u64>();
-                    self.put_chunk(&k, i, tag, chunk)?;
-                    tag
-                };
-                new.tags.push(tag);
                 match old.chunks.get_mut(i) {
-                    Some(c) if same => new.chunks.push(std::mem::take(c)),
-                    _ => new.chunks.push(Zeroizing::new(chunk.to_vec())),
+                    Some(c) if c.as_slice() == chunk => {
+                        new.chunks.push(std::mem::take(c));
+                        new.hashes.push(old.hashes[i]);
+                    }
+                    _ => {
+                        changed = true;
+                        self.put_chunk(&k, i, chunk)?;
+                        new.chunks.push(Zeroizing::new(chunk.to_vec()));
+                        new.hashes.push(Sha256::digest(chunk).into());
+                    }
                 }
             }
-            if changed || old.chunks.len() != new.chunks.len() {
-                self.put_hidden(ns, &k, &encode_header(value.len(), &new.tags))?;
+            new.len = value.len();
+            if changed {
+                self.put_hidden(ns, &k, &encode_header(value.len(), &new.hashes))?;
             }
         }
         for i in new.chunks.len()..old.chunks.len() {
@@ -166,20 +175,30 @@ impl StoreTx<'_> {
                 Ok(Some(Item::Current(Zeroizing::new(value.to_vec()))))
             }
             Some((&CHUNKED, header)) => {
-                let (len, tags) = decode_header(header)?;
+                let (len, stored_digest) = decode_header(header)?;
+                let count = len.div_ceil(CHUNK_BYTES);
                 let mut value = Zeroizing::new(Vec::with_capacity(len));
-                let mut chunks = Vec::with_capacity(tags.len());
-                for (i, &tag) in tags.iter().enumerate() {
-                    let chunk = self.get_chunk(&k, i, tag)?;
+                let mut chunks = Vec::with_capacity(count);
+                let mut hashes = Vec::with_capacity(count);
+                for i in 0..count {
+                    let chunk = self.get_chunk(&k, i)?;
                     value.extend_from_slice(&chunk);
+                    hashes.push(Sha256::digest(&chunk).into());
                     chunks.push(chunk);
                 }
-                if value.len() != len {
+                let intact =
+                    value.len() == len && bool::from(digest(len, &hashes).ct_eq(stored_digest));
+                if !intact {
                     return Err(StoreError::Corrupt(
-                        "a chunked value has the wrong length".into(),
+                        "a chunked value does not match its header".into(),
                     ));
                 }
-                self.remember(k, Remembered { chunks, tags });
+                let remembered = Remembered {
+                    chunks,
+                    hashes,
+                    len,
+                };
+                self.remember(k, remembered);
                 Ok(Some(Item::Current(value)))
             }
             _ => Ok(Some(Item::Legacy(row))),
@@ -212,11 +231,13 @@ impl StoreTx<'_> {
         };
         match row.split_first() {
             Some((&CHUNKED, header)) => {
-                let (_, tags) = decode_header(header)?;
+                let (len, _) = decode_header(header)?;
+                let count = len.div_ceil(CHUNK_BYTES);
                 Ok(Remembered {
                     // Contents unknown: nothing compares equal, so every chunk is rewritten.
-                    chunks: vec![Zeroizing::new(Vec::new()); tags.len()],
-                    tags,
+                    chunks: vec![Zeroizing::new(Vec::new()); count],
+                    hashes: vec![[0; DIGEST_BYTES]; count],
+                    len,
                 })
             }
             _ => Ok(Remembered::default()),
@@ -228,24 +249,19 @@ impl StoreTx<'_> {
         self.touched.borrow_mut().insert(k, r);
     }
 
-    fn put_chunk(&self, item: &[u8], i: usize, tag: u64, chunk: &[u8]) -> Result<(), StoreError> {
+    fn put_chunk(&self, item: &[u8], i: usize, chunk: &[u8]) -> Result<(), StoreError> {
         let k = self
             .cipher
             .hide_key(Namespace::Chunk as u8, &chunk_key(item, i));
-        let sealed = self.cipher.seal(&chunk_aad(&k, tag), chunk)?;
-        self.put_sealed(Namespace::Chunk, &k, &sealed)
+        self.put_hidden(Namespace::Chunk, &k, chunk)
     }
 
-    fn get_chunk(&self, item: &[u8], i: usize, tag: u64) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    fn get_chunk(&self, item: &[u8], i: usize) -> Result<Zeroizing<Vec<u8>>, StoreError> {
         let k = self
             .cipher
             .hide_key(Namespace::Chunk as u8, &chunk_key(item, i));
-        let sealed = self
-            .get_sealed(Namespace::Chunk, &k)?
-            .ok_or_else(|| StoreError::Corrupt("a chunk of a stored value is missing".into()))?;
-        Ok(Zeroizing::new(
-            self.cipher.open(&chunk_aad(&k, tag), &sealed)?,
-        ))
+        self.get_hidden(Namespace::Chunk, &k)?
+            .ok_or_else(|| StoreError::Corrupt("a chunk of a stored value is missing".into()))
     }
 
     fn delete_chunk(&self, item: &[u8], i: usize) -> Result<(), StoreError> {
