@@ -141,10 +141,10 @@ impl Groups<'_> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use tacit_proto::v1::{DeviceAddress, Envelope, EnvelopeKind};
+    use tacit_proto::v1::EnvelopeKind;
 
     use crate::store::{LocalStore, StoreKey};
-    use crate::{ClaimedUser, CoreConfig, Device, Event, Processed};
+    use crate::{ClaimedUser, CoreConfig, Device, Event};
 
     fn account(store: LocalStore, config: CoreConfig, handle: &str) -> Device {
         let mut d = Device::open(store, config).unwrap();
@@ -169,29 +169,12 @@ mod tests {
             payload: &[u8],
         ) -> Vec<Event> {
             self.0 += 1;
-            let envelope = Envelope {
-                seq: self.0,
-                kind: kind as i32,
-                group_id: gid.to_vec(),
-                sender: Some(DeviceAddress {
-                    handle: "peer".into(),
-                    device_id: 1,
-                }),
-                payload: payload.to_vec(),
-                server_time_ms: 0,
-            };
-            match to.process_envelope(&envelope).unwrap() {
-                Processed::Events(events) => events,
-                Processed::Duplicate => vec![],
-            }
+            crate::testing::deliver(to, self.0, kind, gid, payload)
         }
     }
 
     fn text(events: &[Event]) -> Option<&str> {
-        events.iter().find_map(|e| match e {
-            Event::Message { text, .. } => Some(text.as_str()),
-            _ => None,
-        })
+        crate::testing::texts(events).first().copied()
     }
 
     /// alice creates a conversation and adds bob; bob joins. Returns the group id.

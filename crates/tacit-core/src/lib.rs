@@ -22,6 +22,8 @@ mod op;
 mod records;
 mod signer;
 pub mod store;
+#[cfg(test)]
+mod testing;
 
 pub use config::CoreConfig;
 pub use conversation::{ClaimedUser, OutgoingCommit, OutgoingMessage};

@@ -13,10 +13,9 @@ use openmls_traits::storage::{traits, Entity, Key, StorageProvider, CURRENT_VERS
 use openmls_traits::OpenMlsProvider;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use zeroize::Zeroizing;
 
+use super::codec::{check_round_trip, codec_error, decode, encode, format_of};
 use super::db::{Namespace, StoreTx};
-use super::items::Item;
 use super::StoreError;
 
 /// A storage failure surfaced through OpenMLS.
@@ -32,7 +31,7 @@ pub struct MlsStorage<'a> {
 const V: u16 = CURRENT_VERSION;
 
 mod label {
-    pub const JOIN_CONFIG: &[u8] = b"join_config";
+    pub const JOIN_CONFIG: &[u8] = crate::store::codec::JOIN_CONFIG_LABEL;
     pub const OWN_LEAF_NODES: &[u8] = b"own_leaf_nodes";
     pub const PROPOSAL: &[u8] = b"proposal";
     pub const PROPOSAL_REFS: &[u8] = b"proposal_refs";
@@ -52,71 +51,7 @@ mod label {
     pub const PSK: &[u8] = b"psk";
 }
 
-/// Format byte of a value encoded with postcard.
-const POSTCARD: u8 = 1;
-/// Format byte of a value encoded as JSON.
-const JSON: u8 = 2;
-
 type R<T> = Result<T, MlsStorageError>;
-
-fn codec_error(e: impl std::fmt::Display) -> MlsStorageError {
-    StoreError::Serialization(e.to_string()).into()
-}
-
-/// The format a label's values are written in. The join configuration's decoding relies on a
-/// self-describing format (an untagged enum, for backward compatibility inside OpenMLS), so it
-/// stays JSON; everything else is postcard.
-fn format_of(label: &[u8]) -> u8 {
-    if label == label::JOIN_CONFIG {
-        JSON
-    } else {
-        POSTCARD
-    }
-}
-
-/// A value's stored form: its format byte, then its encoding.
-fn encode<T: Serialize + ?Sized>(format: u8, value: &T) -> R<Zeroizing<Vec<u8>>> {
-    let mut out = Zeroizing::new(vec![format]);
-    if format == JSON {
-        serde_json::to_writer(&mut *out, value).map_err(codec_error)?;
-        Ok(out)
-    } else {
-        let buffer = std::mem::take(&mut *out);
-        postcard::to_extend(value, buffer)
-            .map(Zeroizing::new)
-            .map_err(codec_error)
-    }
-}
-
-/// In builds with debug assertions (every test): checks that a postcard value decodes as a `T`
-/// and encodes back to the same bytes, so that a type postcard cannot carry is caught by the
-/// tests rather than when a profile is reopened.
-fn check_round_trip<T: Serialize + DeserializeOwned>(stored: &[u8]) -> R<()> {
-    if !cfg!(debug_assertions) || stored.first() != Some(&POSTCARD) {
-        return Ok(());
-    }
-    let again: T = postcard::from_bytes(&stored[1..]).map_err(codec_error)?;
-    if postcard::to_allocvec(&again)
-        .map_err(codec_error)?
-        .as_slice()
-        != &stored[1..]
-    {
-        return Err(codec_error("a value does not survive its encoding"));
-    }
-    Ok(())
-}
-
-/// Decodes a stored value (any format this store has written).
-fn decode<T: DeserializeOwned>(item: Item) -> R<T> {
-    match item {
-        Item::Legacy(json) => serde_json::from_slice(&json).map_err(codec_error),
-        Item::Current(bytes) => match bytes.split_first() {
-            Some((&POSTCARD, value)) => postcard::from_bytes(value).map_err(codec_error),
-            Some((&JSON, value)) => serde_json::from_slice(value).map_err(codec_error),
-            _ => Err(codec_error("unknown value format")),
-        },
-    }
-}
 
 impl<'a> MlsStorage<'a> {
     pub(crate) fn new(tx: &'a StoreTx<'a>) -> Self {
@@ -587,144 +522,5 @@ impl<'a> OpenMlsProvider for TxProvider<'a> {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use std::cell::Cell;
-    use std::path::Path;
-
-    use tacit_proto::v1::{DeviceAddress, Envelope, EnvelopeKind};
-
-    use crate::store::{LocalStore, StoreKey};
-    use crate::{ClaimedUser, CoreConfig, Device, Event, Processed};
-
-    thread_local! {
-        static VERSION_1: Cell<bool> = const { Cell::new(false) };
-    }
-
-    /// Whether this thread writes OpenMLS values as store schema version 1 did (untagged JSON).
-    pub(super) fn writing_version_1() -> bool {
-        VERSION_1.with(Cell::get)
-    }
-
-    fn device(path: &Path, key: &StoreKey) -> Device {
-        Device::open(LocalStore::open(path, key).unwrap(), CoreConfig::default()).unwrap()
-    }
-
-    fn deliver(
-        to: &mut Device,
-        seq: u64,
-        kind: EnvelopeKind,
-        gid: &[u8],
-        payload: &[u8],
-    ) -> Vec<Event> {
-        let envelope = Envelope {
-            seq,
-            kind: kind as i32,
-            group_id: gid.to_vec(),
-            sender: Some(DeviceAddress {
-                handle: "alice".into(),
-                device_id: 1,
-            }),
-            payload: payload.to_vec(),
-            server_time_ms: 0,
-        };
-        match to.process_envelope(&envelope).unwrap() {
-            Processed::Events(events) => events,
-            Processed::Duplicate => panic!("duplicate"),
-        }
-    }
-
-    fn texts(events: &[Event]) -> Vec<&str> {
-        events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Message { text, .. } => Some(text.as_str()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// A profile written by schema version 1 (every OpenMLS value untagged JSON) opens, is
-    /// migrated to version 2, and its conversation goes on: old values are read, new ones are
-    /// written in the new encoding, and both kinds are read after another restart.
-    #[test]
-    fn a_version_1_store_still_opens_and_its_conversation_goes_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = StoreKey::generate();
-        let (alice_path, bob_path) = (dir.path().join("alice.db"), dir.path().join("bob.db"));
-
-        VERSION_1.with(|v| v.set(true));
-        let mut alice = device(&alice_path, &key);
-        alice
-            .create_account("alice", "ws://127.0.0.1:1/v1")
-            .unwrap();
-        let mut bob = device(&bob_path, &key);
-        let reg = bob.create_account("bob", "ws://127.0.0.1:1/v1").unwrap();
-        let kp = bob.new_key_packages(1).unwrap().remove(0);
-        let gid = alice.create_conversation("old", None).unwrap().group_id;
-        let add = alice
-            .prepare_add(
-                &gid,
-                &[ClaimedUser {
-                    handle: "bob".into(),
-                    identity_key: reg.identity_key.to_bytes().to_vec(),
-                    key_packages: vec![(reg.device_id, kp)],
-                }],
-            )
-            .unwrap();
-        alice.commit_accepted(&gid).unwrap();
-        let alice_key = alice.registration().unwrap().identity_key.to_bytes();
-        bob.pin_identity("alice", &alice_key).unwrap();
-        deliver(&mut bob, 1, EnvelopeKind::Welcome, &gid, &add.welcome);
-        let m = alice.encrypt_text(&gid, "written by version 1").unwrap();
-        let events = deliver(&mut bob, 2, EnvelopeKind::Message, &gid, &m.message);
-        assert_eq!(texts(&events), ["written by version 1"]);
-        drop((alice, bob));
-        for path in [&alice_path, &bob_path] {
-            let conn = rusqlite::Connection::open(path).unwrap();
-            conn.execute_batch("PRAGMA user_version = 1").unwrap();
-        }
-        VERSION_1.with(|v| v.set(false));
-
-        let mut alice = device(&alice_path, &key);
-        let mut bob = device(&bob_path, &key);
-        for path in [&alice_path, &bob_path] {
-            let conn = rusqlite::Connection::open(path).unwrap();
-            let version: i64 = conn
-                .query_row("PRAGMA user_version", [], |r| r.get(0))
-                .unwrap();
-            assert_eq!(version, 2, "migrated");
-        }
-        let m = alice.encrypt_text(&gid, "after the upgrade").unwrap();
-        let events = deliver(&mut bob, 3, EnvelopeKind::Message, &gid, &m.message);
-        assert_eq!(texts(&events), ["after the upgrade"]);
-        let update = bob.prepare_self_update(&gid).unwrap();
-        bob.commit_accepted(&gid).unwrap();
-        drop(bob);
-
-        let mut bob = device(&bob_path, &key);
-        let events = deliver(&mut alice, 1, EnvelopeKind::Commit, &gid, &update.commit);
-        assert!(
-            matches!(events[..], [Event::KeysUpdated { .. }]),
-            "{events:?}"
-        );
-        let m = alice.encrypt_text(&gid, "in a new epoch").unwrap();
-        let events = deliver(&mut bob, 4, EnvelopeKind::Message, &gid, &m.message);
-        assert_eq!(texts(&events), ["in a new epoch"]);
-        let history: Vec<String> = bob
-            .history(&gid)
-            .unwrap()
-            .into_iter()
-            .filter(|h| !h.system)
-            .map(|h| h.text)
-            .collect();
-        assert_eq!(
-            history,
-            [
-                "written by version 1",
-                "after the upgrade",
-                "in a new epoch"
-            ]
-        );
-    }
-}
+#[path = "mls_storage_tests.rs"]
+mod tests;

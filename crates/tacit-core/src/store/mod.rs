@@ -8,6 +8,7 @@
 //! including all of OpenMLS's storage writes ([`MlsStorage`]), so it is all-or-nothing.
 
 mod cipher;
+mod codec;
 mod db;
 mod error;
 mod items;
