@@ -71,15 +71,7 @@ impl<'a> MlsStorage<'a> {
         key: &K,
         value: &T,
     ) -> R<()> {
-        #[cfg(test)]
-        if tests::writing_version_1() {
-            return Ok(self
-                .tx
-                .put_json(Namespace::Mls, &Self::key(label, key)?, value)?);
-        }
-        let bytes = encode(format_of(label), value)?;
-        check_round_trip::<T>(&bytes)?;
-        self.put(label, key, &bytes)
+        self.write_as::<K, T, T>(label, key, value)
     }
 
     fn write_list<K: Serialize + ?Sized, T: Serialize + DeserializeOwned>(
@@ -88,21 +80,24 @@ impl<'a> MlsStorage<'a> {
         key: &K,
         items: &[T],
     ) -> R<()> {
-        #[cfg(test)]
-        if tests::writing_version_1() {
-            return Ok(self
-                .tx
-                .put_json(Namespace::Mls, &Self::key(label, key)?, items)?);
-        }
-        let bytes = encode(format_of(label), items)?;
-        check_round_trip::<Vec<T>>(&bytes)?;
-        self.put(label, key, &bytes)
+        self.write_as::<K, [T], Vec<T>>(label, key, items)
     }
 
-    fn put<K: Serialize + ?Sized>(&self, label: &[u8], key: &K, bytes: &[u8]) -> R<()> {
-        Ok(self
-            .tx
-            .put_item(Namespace::Mls, &Self::key(label, key)?, bytes)?)
+    /// Writes `value`, which decodes as a `D`.
+    fn write_as<K, T, D>(&self, label: &[u8], key: &K, value: &T) -> R<()>
+    where
+        K: Serialize + ?Sized,
+        T: Serialize + ?Sized,
+        D: Serialize + DeserializeOwned,
+    {
+        let key = Self::key(label, key)?;
+        #[cfg(test)]
+        if tests::writing_version_1() {
+            return Ok(self.tx.put_json(Namespace::Mls, &key, value)?);
+        }
+        let bytes = encode(format_of(label), value)?;
+        check_round_trip::<D>(&bytes)?;
+        Ok(self.tx.put_item(Namespace::Mls, &key, &bytes)?)
     }
 
     fn read<K: Serialize + ?Sized, T: DeserializeOwned>(
