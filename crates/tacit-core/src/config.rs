@@ -18,6 +18,10 @@ pub struct CoreConfig {
     pub key_package_stock: u32,
     /// Top the stock up when fewer than this remain.
     pub key_package_low_watermark: u32,
+    /// How many conversations' MLS groups stay loaded in memory between operations (the least
+    /// recently used is dropped first; 0 loads every group from the store each time). A group
+    /// of 1,000 members takes a few MB.
+    pub cached_groups: usize,
 }
 
 impl Default for CoreConfig {
@@ -29,6 +33,7 @@ impl Default for CoreConfig {
             maximum_forward_distance: 5_000,
             key_package_stock: 20,
             key_package_low_watermark: 8,
+            cached_groups: 32,
         }
     }
 }

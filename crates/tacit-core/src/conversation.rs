@@ -1,16 +1,15 @@
-//! Conversations as MLS groups: create, add and remove members, leave, send. Commits are staged
+//! Conversations as MLS groups: create, add and remove members, leave. Commits are staged
 //! here, sent by the driver, and merged only once the server has accepted them.
 
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::*;
-use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tacit_proto::v1;
 
-use crate::credential::{certificate_of, check_leaf, LeafCheck};
+use crate::credential::{certificate_of, check_leaf, CertCache, LeafCheck};
 use crate::device::{pin_in, pinned_in, Device};
 use crate::error::{mls, CoreError, Result};
+use crate::op::Op;
 use crate::records::*;
 use crate::store::{Namespace, StoreTx};
 
@@ -72,17 +71,6 @@ pub(crate) fn join_config(config: &crate::CoreConfig) -> MlsGroupJoinConfig {
         .build()
 }
 
-pub(crate) fn load_group<'a>(
-    tx: &StoreTx<'_>,
-    provider: &impl OpenMlsProvider<StorageProvider = crate::store::MlsStorage<'a>>,
-    group_id: &[u8],
-) -> Result<MlsGroup> {
-    let _ = tx;
-    MlsGroup::load(provider.storage(), &GroupId::from_slice(group_id))
-        .map_err(mls)?
-        .ok_or_else(|| CoreError::UnknownConversation(hex::encode(group_id)))
-}
-
 pub(crate) fn get_conversation(tx: &StoreTx<'_>, group_id: &[u8]) -> Result<Conversation> {
     tx.get_json(Namespace::Conversation, group_id)?
         .ok_or_else(|| CoreError::UnknownConversation(hex::encode(group_id)))
@@ -126,10 +114,10 @@ pub(crate) fn system_line(tx: &StoreTx<'_>, group_id: &[u8], by: &str, text: Str
 }
 
 /// Handles and device names of a group's members, from their certificates.
-pub(crate) fn member_devices(group: &MlsGroup) -> Vec<(String, u64)> {
+pub(crate) fn member_devices(certs: &CertCache, group: &MlsGroup) -> Vec<(String, u64)> {
     group
         .members()
-        .filter_map(|m| certificate_of(&m.credential).ok())
+        .filter_map(|m| certificate_of(certs, &m.credential).ok())
         .map(|c| (c.handle, c.device_id))
         .collect()
 }
@@ -146,24 +134,18 @@ impl Device {
         name: &str,
         direct_peer: Option<&str>,
     ) -> Result<Conversation> {
-        let Device {
-            store,
-            crypto,
-            config,
-            account,
-        } = self;
-        let account = account.as_ref().ok_or(CoreError::NoAccount)?;
         let group_id = rand::random::<[u8; 16]>().to_vec();
-        store.transaction(|tx| {
-            let provider = tx.provider(crypto);
-            MlsGroup::new_with_group_id(
+        self.op(|op| {
+            let (tx, provider, account) = (op.tx, op.provider(), op.account()?);
+            let group = MlsGroup::new_with_group_id(
                 &provider,
                 &account.signer(),
-                &group_config(config),
+                &group_config(op.config),
                 GroupId::from_slice(&group_id),
                 account.credential(),
             )
             .map_err(mls)?;
+            op.groups.insert(group);
             let conversation = Conversation {
                 group_id: group_id.clone(),
                 name: name.to_owned(),
@@ -190,18 +172,10 @@ impl Device {
         group_id: &[u8],
         users: &[ClaimedUser],
     ) -> Result<OutgoingCommit> {
-        let Device {
-            store,
-            crypto,
-            account,
-            ..
-        } = self;
-        let _ = account.as_ref().ok_or(CoreError::NoAccount)?;
-        let account = account.as_ref().ok_or(CoreError::NoAccount)?;
-        store.transaction(|tx| {
-            let provider = tx.provider(crypto);
-            let mut group = load_group(tx, &provider, group_id)?;
-            let present = member_devices(&group);
+        self.op(|op| {
+            let (tx, provider, account) = (op.tx, op.provider(), op.account()?);
+            let group = op.groups.get(tx, group_id)?;
+            let present = member_devices(op.certs, group);
             let mut key_packages = Vec::new();
             let mut added = Vec::new();
             for user in users {
@@ -222,9 +196,8 @@ impl Device {
                             reason: format!("invalid KeyPackage: {e:?}"),
                         })?;
                     let leaf = kp.leaf_node();
-                    match check_leaf(leaf.credential(), leaf.signature_key().as_slice(), |h| {
-                        pinned_in(tx, h)
-                    })? {
+                    let key = leaf.signature_key().as_slice();
+                    match check_leaf(op.certs, leaf.credential(), key, |h| pinned_in(tx, h))? {
                         LeafCheck::Valid(cert)
                             if cert.handle == user.handle && cert.device_id == *device_id => {}
                         LeafCheck::Valid(cert) => {
@@ -280,20 +253,13 @@ impl Device {
         group_id: &[u8],
         handles: &[String],
     ) -> Result<OutgoingCommit> {
-        let Device {
-            store,
-            crypto,
-            account,
-            ..
-        } = self;
-        let account = account.as_ref().ok_or(CoreError::NoAccount)?;
-        store.transaction(|tx| {
-            let provider = tx.provider(crypto);
-            let mut group = load_group(tx, &provider, group_id)?;
+        self.op(|op| {
+            let (tx, provider, account) = (op.tx, op.provider(), op.account()?);
+            let group = op.groups.get(tx, group_id)?;
             let mut indexes = Vec::new();
             let mut removed = Vec::new();
             for m in group.members() {
-                if let Ok(cert) = certificate_of(&m.credential) {
+                if let Ok(cert) = certificate_of(op.certs, &m.credential) {
                     if handles.contains(&cert.handle) {
                         indexes.push(m.index);
                         removed.push((cert.handle, cert.device_id));
@@ -329,16 +295,9 @@ impl Device {
     /// Stages a commit of the proposals waiting in the group (e.g. a member's request to
     /// leave). Returns None if there is nothing to commit.
     pub fn prepare_commit_pending(&mut self, group_id: &[u8]) -> Result<Option<OutgoingCommit>> {
-        let Device {
-            store,
-            crypto,
-            account,
-            ..
-        } = self;
-        let account = account.as_ref().ok_or(CoreError::NoAccount)?;
-        store.transaction(|tx| {
-            let provider = tx.provider(crypto);
-            let mut group = load_group(tx, &provider, group_id)?;
+        self.op(|op| {
+            let (tx, provider, account) = (op.tx, op.provider(), op.account()?);
+            let group = op.groups.get(tx, group_id)?;
             if !group.has_pending_proposals() || !group.is_active() {
                 return Ok(None);
             }
@@ -346,7 +305,7 @@ impl Device {
             for p in group.pending_proposals() {
                 if let Proposal::Remove(r) = p.proposal() {
                     if let Some(m) = group.member_at(r.removed()) {
-                        if let Ok(cert) = certificate_of(&m.credential) {
+                        if let Ok(cert) = certificate_of(op.certs, &m.credential) {
                             removed.push((cert.handle, cert.device_id));
                         }
                     }
@@ -371,16 +330,9 @@ impl Device {
 
     /// Stages a self-update commit: fresh leaf keys for this device (post-compromise security).
     pub fn prepare_self_update(&mut self, group_id: &[u8]) -> Result<OutgoingCommit> {
-        let Device {
-            store,
-            crypto,
-            account,
-            ..
-        } = self;
-        let account = account.as_ref().ok_or(CoreError::NoAccount)?;
-        store.transaction(|tx| {
-            let provider = tx.provider(crypto);
-            let mut group = load_group(tx, &provider, group_id)?;
+        self.op(|op| {
+            let (tx, provider, account) = (op.tx, op.provider(), op.account()?);
+            let group = op.groups.get(tx, group_id)?;
             let epoch = group.epoch().as_u64();
             let bundle = group
                 .self_update(&provider, &account.signer(), LeafNodeParameters::default())
@@ -393,16 +345,10 @@ impl Device {
     /// The server accepted our commit: merge it. Returns the conversation meta message to send
     /// when the commit added devices (so that they learn the conversation's name).
     pub fn commit_accepted(&mut self, group_id: &[u8]) -> Result<Option<OutgoingMessage>> {
-        let announce = {
-            let Device {
-                store,
-                crypto,
-                account,
-                ..
-            } = self;
-            let account = account.as_ref().ok_or(CoreError::NoAccount)?;
-            store.transaction(|tx| merge_own_commit(tx, crypto, &account.handle, group_id))?
-        };
+        let announce = self.op(|op| {
+            let me = &op.account()?.handle;
+            merge_own_commit(op, me, group_id)
+        })?;
         if announce {
             return self.encrypt_meta(group_id).map(Some);
         }
@@ -412,10 +358,9 @@ impl Device {
     /// The server refused our commit (the epoch moved on): drop it. The driver catches up on
     /// the missed commits and then retries the intent.
     pub fn commit_rejected(&mut self, group_id: &[u8]) -> Result<()> {
-        let Device { store, crypto, .. } = self;
-        store.transaction(|tx| {
-            let provider = tx.provider(crypto);
-            let mut group = load_group(tx, &provider, group_id)?;
+        self.op(|op| {
+            let (tx, provider) = (op.tx, op.provider());
+            let group = op.groups.get(tx, group_id)?;
             group
                 .clear_pending_commit(provider.storage())
                 .map_err(mls)?;
@@ -442,133 +387,15 @@ impl Device {
 
     /// The group's current epoch.
     pub fn epoch(&mut self, group_id: &[u8]) -> Result<u64> {
-        let Device { store, crypto, .. } = self;
-        store.transaction(|tx| {
-            let provider = tx.provider(crypto);
-            Ok(load_group(tx, &provider, group_id)?.epoch().as_u64())
-        })
-    }
-
-    /// Encrypts a text message, records it in history and puts it in the outbox, all at once.
-    pub fn encrypt_text(&mut self, group_id: &[u8], text: &str) -> Result<OutgoingMessage> {
-        let body = v1::content::Body::Text(text.to_owned());
-        self.encrypt_content(group_id, body, Some(text))
-    }
-
-    fn encrypt_meta(&mut self, group_id: &[u8]) -> Result<OutgoingMessage> {
-        let conversation = self
-            .store
-            .transaction(|tx| get_conversation(tx, group_id))?;
-        let body = v1::content::Body::Meta(v1::ConversationMeta {
-            name: if conversation.direct_peer.is_some() {
-                String::new()
-            } else {
-                conversation.name
-            },
-            direct: conversation.direct_peer.is_some(),
-        });
-        self.encrypt_content(group_id, body, None)
-    }
-
-    fn encrypt_content(
-        &mut self,
-        group_id: &[u8],
-        body: v1::content::Body,
-        history_text: Option<&str>,
-    ) -> Result<OutgoingMessage> {
-        let Device {
-            store,
-            crypto,
-            account,
-            ..
-        } = self;
-        let account = account.as_ref().ok_or(CoreError::NoAccount)?;
-        store.transaction(|tx| {
-            let conversation = get_conversation(tx, group_id)?;
-            if !conversation.active {
-                return Err(CoreError::NotAMember(conversation.name));
-            }
-            let provider = tx.provider(crypto);
-            let mut group = load_group(tx, &provider, group_id)?;
-            let message_id = rand::random::<[u8; 16]>().to_vec();
-            let sent_at_ms = now_ms();
-            let content = v1::Content {
-                message_id: message_id.clone(),
-                sent_at_ms,
-                body: Some(body),
-            };
-            let message = group
-                .create_message(&provider, &account.signer(), &content.encode_to_vec())
-                .map_err(mls)?
-                .tls_serialize_detached()
-                .map_err(mls)?;
-            if let Some(text) = history_text {
-                append_history(
-                    tx,
-                    group_id,
-                    &HistoryEntry {
-                        message_id,
-                        sender: account.handle.clone(),
-                        sender_device: account.device_id,
-                        sent_at_ms,
-                        text: text.to_owned(),
-                        outgoing: true,
-                        system: false,
-                    },
-                )?;
-            }
-            let id: u64 = tx.get_json(Namespace::Meta, META_OUTBOX_NEXT)?.unwrap_or(1);
-            tx.put_json(Namespace::Meta, META_OUTBOX_NEXT, &(id + 1))?;
-            let item = OutboxItem {
-                id,
-                group_id: group_id.to_vec(),
-                message: message.clone(),
-            };
-            tx.put_json(Namespace::Outbox, &id.to_be_bytes(), &item)?;
-            Ok(OutgoingMessage {
-                outbox_id: id,
-                group_id: group_id.to_vec(),
-                message,
-            })
-        })
-    }
-
-    /// Messages encrypted but not yet accepted by the server, oldest first.
-    pub fn outbox(&mut self) -> Result<Vec<OutboxItem>> {
-        self.store.transaction(|tx| {
-            let mut items = Vec::new();
-            for v in tx.values(Namespace::Outbox)? {
-                let item: OutboxItem =
-                    serde_json::from_slice(&v).map_err(|e| CoreError::Malformed {
-                        what: "outbox item",
-                        reason: e.to_string(),
-                    })?;
-                items.push(item);
-            }
-            items.sort_by_key(|i| i.id);
-            Ok(items)
-        })
-    }
-
-    /// The server accepted an outbox item: forget it.
-    pub fn outbox_sent(&mut self, outbox_id: u64) -> Result<()> {
-        self.store
-            .transaction(|tx| Ok(tx.delete(Namespace::Outbox, &outbox_id.to_be_bytes())?))
+        self.op(|op| Ok(op.groups.get(op.tx, group_id)?.epoch().as_u64()))
     }
 
     /// Creates the MLS proposal asking the other members to remove this device, and marks the
     /// conversation as left. Send the returned message with `SendMessage`.
     pub fn leave(&mut self, group_id: &[u8]) -> Result<Vec<u8>> {
-        let Device {
-            store,
-            crypto,
-            account,
-            ..
-        } = self;
-        let account = account.as_ref().ok_or(CoreError::NoAccount)?;
-        store.transaction(|tx| {
-            let provider = tx.provider(crypto);
-            let mut group = load_group(tx, &provider, group_id)?;
+        self.op(|op| {
+            let (tx, provider, account) = (op.tx, op.provider(), op.account()?);
+            let group = op.groups.get(tx, group_id)?;
             let message = group
                 .leave_group(&provider, &account.signer())
                 .map_err(mls)?
@@ -590,12 +417,12 @@ impl Device {
     /// Drops a conversation that could not be set up (e.g. nobody could be added): its MLS state
     /// is deleted and it is marked inactive, so that it is never picked for sending.
     pub fn abandon_conversation(&mut self, group_id: &[u8]) -> Result<()> {
-        let Device { store, crypto, .. } = self;
-        store.transaction(|tx| {
-            let provider = tx.provider(crypto);
-            if let Ok(mut group) = load_group(tx, &provider, group_id) {
+        self.op(|op| {
+            let (tx, provider) = (op.tx, op.provider());
+            if let Ok(group) = op.groups.get(tx, group_id) {
                 group.delete(provider.storage()).map_err(mls)?;
             }
+            op.groups.forget(group_id);
             let mut c = get_conversation(tx, group_id)?;
             c.active = false;
             put_conversation(tx, &c)?;
@@ -636,61 +463,9 @@ impl Device {
             .or_else(|| pick(&|c| c.short_id() == target || hex::encode(&c.group_id) == target)))
     }
 
-    /// The conversation's history, oldest first.
-    pub fn history(&mut self, group_id: &[u8]) -> Result<Vec<HistoryEntry>> {
-        self.store.transaction(|tx| {
-            let mut out = Vec::new();
-            let mut after = 0;
-            loop {
-                let rows = tx.log_read(&history_list(group_id), after, 500)?;
-                if rows.is_empty() {
-                    break;
-                }
-                for (id, v) in rows {
-                    after = id;
-                    out.push(
-                        serde_json::from_slice(&v).map_err(|e| CoreError::Malformed {
-                            what: "history entry",
-                            reason: e.to_string(),
-                        })?,
-                    );
-                }
-            }
-            Ok(out)
-        })
-    }
-
     /// The conversation's member devices as (handle, device id), from their certificates.
     pub fn members(&mut self, group_id: &[u8]) -> Result<Vec<(String, u64)>> {
-        let Device { store, crypto, .. } = self;
-        store.transaction(|tx| {
-            let provider = tx.provider(crypto);
-            Ok(member_devices(&load_group(tx, &provider, group_id)?))
-        })
-    }
-
-    /// Tries to decrypt an MLS message for a group without keeping any effect (used to show that
-    /// a removed member cannot read later messages). Returns the text if it could.
-    pub fn probe_decrypt(&mut self, group_id: &[u8], message: &[u8]) -> Result<String> {
-        let Device { store, crypto, .. } = self;
-        // A dry run: whatever processing changes is rolled back.
-        store.dry_run(|tx| -> Result<String> {
-            let provider = tx.provider(crypto);
-            let mut group = load_group(tx, &provider, group_id)?;
-            let msg = MlsMessageIn::tls_deserialize_exact(message).map_err(mls)?;
-            let protocol = msg.try_into_protocol_message().map_err(mls)?;
-            let processed = group.process_message(&provider, protocol).map_err(mls)?;
-            match processed.into_content() {
-                ProcessedMessageContent::ApplicationMessage(a) => {
-                    let content = v1::Content::decode(a.into_bytes().as_slice()).map_err(mls)?;
-                    match content.body {
-                        Some(v1::content::Body::Text(t)) => Ok(t),
-                        _ => Ok(String::new()),
-                    }
-                }
-                _ => Ok(String::new()),
-            }
-        })
+        self.op(|op| Ok(member_devices(op.certs, op.groups.get(op.tx, group_id)?)))
     }
 }
 
@@ -732,18 +507,14 @@ fn record_inflight(tx: &StoreTx<'_>, outgoing: &OutgoingCommit, announce_meta: b
 
 /// Merges this device's pending commit and writes history lines. Returns whether the
 /// conversation meta should be announced.
-pub(crate) fn merge_own_commit(
-    tx: &StoreTx<'_>,
-    crypto: &openmls_rust_crypto::RustCrypto,
-    me: &str,
-    group_id: &[u8],
-) -> Result<bool> {
+pub(crate) fn merge_own_commit(op: &mut Op<'_>, me: &str, group_id: &[u8]) -> Result<bool> {
+    let tx = op.tx;
     let inflight: Option<InFlightCommit> = tx.get_json(Namespace::Meta, &inflight_key(group_id))?;
     let Some(inflight) = inflight else {
         return Ok(false);
     };
-    let provider = tx.provider(crypto);
-    let mut group = load_group(tx, &provider, group_id)?;
+    let provider = op.provider();
+    let group = op.groups.get(tx, group_id)?;
     group.merge_pending_commit(&provider).map_err(mls)?;
     tx.delete(Namespace::Meta, &inflight_key(group_id))?;
     let o = &inflight.outgoing;

@@ -8,8 +8,9 @@ use tacit_identity::{DeviceCertificate, DeviceKeyPair, IdentityKeyPair, PublicKe
 use tacit_proto::validate::is_valid_handle;
 
 use crate::config::CoreConfig;
-use crate::credential::credential_with_key;
+use crate::credential::{credential_with_key, CertCache};
 use crate::error::{mls, CoreError, Result};
+use crate::groups::GroupCache;
 use crate::records::*;
 use crate::signer::DeviceSigner;
 use crate::store::{LocalStore, Namespace, StoreTx};
@@ -70,11 +71,17 @@ impl Account {
 /// One device's client core: holds all protocol state (in its encrypted local store) and turns
 /// intents into messages for the server and incoming envelopes into [`crate::Event`]s. It does no
 /// network I/O.
+///
+/// The groups it has used stay loaded in memory (up to [`CoreConfig::cached_groups`]); the
+/// store is the durable copy, written in each operation's transaction. Several `Device`s (or
+/// processes) may open the same store file: each notices the others' commits and reloads.
 pub struct Device {
     pub(crate) store: LocalStore,
     pub(crate) crypto: RustCrypto,
     pub(crate) config: CoreConfig,
     pub(crate) account: Option<Account>,
+    pub(crate) groups: GroupCache,
+    pub(crate) certs: CertCache,
 }
 
 /// What a new device needs to register with the server.
@@ -96,8 +103,10 @@ impl Device {
         let mut device = Device {
             store,
             crypto: RustCrypto::default(),
+            groups: GroupCache::new(config.cached_groups),
             config,
             account: None,
+            certs: CertCache::default(),
         };
         let stored: Option<StoredAccount> = device
             .store
@@ -207,15 +216,9 @@ impl Device {
     }
 
     fn build_key_packages(&mut self, count: usize, last_resort: bool) -> Result<Vec<Vec<u8>>> {
-        let Device {
-            store,
-            crypto,
-            config,
-            account,
-        } = self;
-        let account = account.as_ref().ok_or(CoreError::NoAccount)?;
-        store.transaction(|tx| {
-            let provider = tx.provider(crypto);
+        self.op(|op| {
+            let (config, provider) = (op.config, op.provider());
+            let account = op.account()?;
             let mut out = Vec::with_capacity(count);
             for _ in 0..count {
                 // Every leaf declares the last-resort extension, so that last-resort KeyPackages

@@ -9,13 +9,14 @@ use sha2::{Digest, Sha256};
 use tacit_proto::v1::{self, EnvelopeKind};
 
 use crate::conversation::{
-    append_history, get_conversation, inflight_hash, join_config, load_group, member_devices,
-    merge_own_commit, put_conversation, system_line,
+    append_history, get_conversation, inflight_hash, join_config, member_devices, merge_own_commit,
+    put_conversation, system_line,
 };
-use crate::credential::{certificate_of, check_leaf, LeafCheck};
+use crate::credential::{certificate_of, check_leaf, CertCache, LeafCheck};
 use crate::device::{pinned_in, Device};
 use crate::error::{mls, CoreError, Result};
 use crate::events::Event;
+use crate::op::Op;
 use crate::records::*;
 use crate::store::{Namespace, StoreTx};
 
@@ -70,24 +71,18 @@ impl Device {
     /// other problem with the envelope is reported as an [`Event::Refused`], and the envelope
     /// counts as processed so that the queue moves on.
     pub fn process_envelope(&mut self, envelope: &v1::Envelope) -> Result<Processed> {
-        let Device {
-            store,
-            crypto,
-            account,
-            ..
-        } = self;
-        let me = account.as_ref().ok_or(CoreError::NoAccount)?;
-        let config = self.config.clone();
         let seq = envelope.seq;
-        let outcome = store.transaction(|tx| -> Result<Processed> {
+        self.account()?;
+        let outcome = self.op(|op| -> Result<Processed> {
+            let tx = op.tx;
             let last: u64 = tx.get_json(Namespace::Meta, META_LAST_SEQ)?.unwrap_or(0);
             if seq <= last {
                 return Ok(Processed::Duplicate);
             }
             let events = match EnvelopeKind::try_from(envelope.kind) {
-                Ok(EnvelopeKind::Welcome) => process_welcome(tx, crypto, &config, envelope)?,
-                Ok(EnvelopeKind::Commit) => process_commit(tx, crypto, me, envelope)?,
-                Ok(EnvelopeKind::Message) => process_message(tx, crypto, &me.handle, envelope)?,
+                Ok(EnvelopeKind::Welcome) => process_welcome(op, envelope)?,
+                Ok(EnvelopeKind::Commit) => process_commit(op, envelope)?,
+                Ok(EnvelopeKind::Message) => process_message(op, envelope)?,
                 _ => {
                     return Err(CoreError::Malformed {
                         what: "envelope",
@@ -115,11 +110,22 @@ impl Device {
 /// Checks leaves; collects unknown handles (to look up) and fails on a bad certificate.
 fn check_leaves<'c>(
     tx: &StoreTx<'_>,
+    certs: &CertCache,
     leaves: impl Iterator<Item = (&'c Credential, &'c [u8])>,
 ) -> Result<()> {
     let mut unknown = Vec::new();
+    // Pins read once per handle in this check (a Welcome names every member).
+    let mut pins = std::collections::HashMap::new();
+    let mut pinned = |h: &str| -> Result<_> {
+        if let Some(p) = pins.get(h) {
+            return Ok(*p);
+        }
+        let p = pinned_in(tx, h)?;
+        pins.insert(h.to_owned(), p);
+        Ok(p)
+    };
     for (credential, key) in leaves {
-        match check_leaf(credential, key, |h| pinned_in(tx, h))? {
+        match check_leaf(certs, credential, key, &mut pinned)? {
             LeafCheck::Valid(_) => {}
             LeafCheck::UnknownIdentity(h) => {
                 if !unknown.contains(&h) {
@@ -135,13 +141,8 @@ fn check_leaves<'c>(
     }
 }
 
-fn process_welcome(
-    tx: &StoreTx<'_>,
-    crypto: &openmls_rust_crypto::RustCrypto,
-    config: &crate::CoreConfig,
-    envelope: &v1::Envelope,
-) -> Result<Vec<Event>> {
-    let provider = tx.provider(crypto);
+fn process_welcome(op: &mut Op<'_>, envelope: &v1::Envelope) -> Result<Vec<Event>> {
+    let (tx, provider, certs) = (op.tx, op.provider(), op.certs);
     let msg = MlsMessageIn::tls_deserialize_exact(envelope.payload.as_slice()).map_err(|e| {
         CoreError::Malformed {
             what: "Welcome",
@@ -154,11 +155,12 @@ fn process_welcome(
             reason: "not a Welcome".into(),
         });
     };
-    let staged = StagedWelcome::new_from_welcome(&provider, &join_config(config), welcome, None)
+    let staged = StagedWelcome::new_from_welcome(&provider, &join_config(op.config), welcome, None)
         .map_err(mls)?;
     let members: Vec<_> = staged.members().collect();
     check_leaves(
         tx,
+        certs,
         members
             .iter()
             .map(|m| (&m.credential, m.signature_key.as_slice())),
@@ -166,12 +168,16 @@ fn process_welcome(
     let by = staged
         .welcome_sender()
         .ok()
-        .and_then(|l| certificate_of(l.credential()).ok())
+        .and_then(|l| certificate_of(certs, l.credential()).ok())
         .map(|c| c.handle)
         .unwrap_or_else(|| "someone".into());
     let group = staged.into_group(&provider).map_err(mls)?;
     let group_id = group.group_id().as_slice().to_vec();
-    let mut handles: Vec<String> = member_devices(&group).into_iter().map(|(h, _)| h).collect();
+    let mut handles: Vec<String> = member_devices(certs, &group)
+        .into_iter()
+        .map(|(h, _)| h)
+        .collect();
+    op.groups.insert(group);
     handles.sort();
     handles.dedup();
     let conversation = Conversation {
@@ -191,23 +197,19 @@ fn process_welcome(
     }])
 }
 
-fn sender_name(group: &MlsGroup, sender: &Sender) -> String {
+fn sender_name(certs: &CertCache, group: &MlsGroup, sender: &Sender) -> String {
     match sender {
         Sender::Member(i) => group
             .member_at(*i)
-            .and_then(|m| certificate_of(&m.credential).ok())
+            .and_then(|m| certificate_of(certs, &m.credential).ok())
             .map(|c| c.handle)
             .unwrap_or_else(|| "unknown member".into()),
         _ => "someone outside the group".into(),
     }
 }
 
-fn process_commit(
-    tx: &StoreTx<'_>,
-    crypto: &openmls_rust_crypto::RustCrypto,
-    me: &crate::device::Account,
-    envelope: &v1::Envelope,
-) -> Result<Vec<Event>> {
+fn process_commit(op: &mut Op<'_>, envelope: &v1::Envelope) -> Result<Vec<Event>> {
+    let (tx, provider, certs, me) = (op.tx, op.provider(), op.certs, op.account()?);
     let group_id = envelope.group_id.as_slice();
     // Our own commit, echoed by the server: merge it if we have not already.
     let from_me = envelope
@@ -216,13 +218,12 @@ fn process_commit(
         .is_some_and(|s| s.handle == me.handle && s.device_id == me.device_id);
     if from_me {
         if inflight_hash(tx, group_id)? == Some(Sha256::digest(&envelope.payload).to_vec()) {
-            merge_own_commit(tx, crypto, &me.handle, group_id)?;
+            merge_own_commit(op, &me.handle, group_id)?;
         }
         return Ok(vec![]);
     }
     let mut conversation = get_conversation(tx, group_id)?;
-    let provider = tx.provider(crypto);
-    let mut group = load_group(tx, &provider, group_id)?;
+    let group = op.groups.get(tx, group_id)?;
     let msg = MlsMessageIn::tls_deserialize_exact(envelope.payload.as_slice()).map_err(|e| {
         CoreError::Malformed {
             what: "commit",
@@ -241,7 +242,7 @@ fn process_commit(
         tx.delete(Namespace::Meta, &crate::records::inflight_key(group_id))?;
     }
     let processed = group.process_message(&provider, protocol).map_err(mls)?;
-    let by = sender_name(&group, processed.sender());
+    let by = sender_name(certs, group, processed.sender());
     let ProcessedMessageContent::StagedCommitMessage(staged) = processed.into_content() else {
         return Err(CoreError::Malformed {
             what: "commit",
@@ -270,19 +271,23 @@ fn process_commit(
             leaf.signature_key().as_slice().to_vec(),
         ));
     }
-    check_leaves(tx, leaves.iter().map(|(c, k)| (c, k.as_slice())))?;
+    check_leaves(tx, certs, leaves.iter().map(|(c, k)| (c, k.as_slice())))?;
 
     let added: Vec<String> = staged
         .add_proposals()
         .filter_map(|a| {
-            certificate_of(a.add_proposal().key_package().leaf_node().credential()).ok()
+            certificate_of(
+                certs,
+                a.add_proposal().key_package().leaf_node().credential(),
+            )
+            .ok()
         })
         .map(|c| c.device_name())
         .collect();
     let removed: Vec<String> = staged
         .remove_proposals()
         .filter_map(|r| group.member_at(r.remove_proposal().removed()))
-        .filter_map(|m| certificate_of(&m.credential).ok())
+        .filter_map(|m| certificate_of(certs, &m.credential).ok())
         .map(|c| c.device_name())
         .collect();
     let self_removed = staged.self_removed();
@@ -337,16 +342,12 @@ fn process_commit(
     Ok(events)
 }
 
-fn process_message(
-    tx: &StoreTx<'_>,
-    crypto: &openmls_rust_crypto::RustCrypto,
-    me: &str,
-    envelope: &v1::Envelope,
-) -> Result<Vec<Event>> {
+fn process_message(op: &mut Op<'_>, envelope: &v1::Envelope) -> Result<Vec<Event>> {
+    let (tx, provider, certs) = (op.tx, op.provider(), op.certs);
+    let me = &op.account()?.handle;
     let group_id = envelope.group_id.as_slice();
     let mut conversation = get_conversation(tx, group_id)?;
-    let provider = tx.provider(crypto);
-    let mut group = load_group(tx, &provider, group_id)?;
+    let group = op.groups.get(tx, group_id)?;
     let msg = MlsMessageIn::tls_deserialize_exact(envelope.payload.as_slice()).map_err(|e| {
         CoreError::Malformed {
             what: "message",
@@ -355,7 +356,7 @@ fn process_message(
     })?;
     let protocol = msg.try_into_protocol_message().map_err(mls)?;
     let processed = group.process_message(&provider, protocol).map_err(mls)?;
-    let sender_cert = certificate_of(processed.credential())?;
+    let sender_cert = certificate_of(certs, processed.credential())?;
     match processed.into_content() {
         ProcessedMessageContent::ApplicationMessage(app) => {
             let content = v1::Content::decode(app.into_bytes().as_slice()).map_err(|e| {
@@ -386,7 +387,7 @@ fn process_message(
                     }])
                 }
                 Some(v1::content::Body::Meta(meta)) => {
-                    let peer = member_devices(&group)
+                    let peer = member_devices(certs, group)
                         .into_iter()
                         .map(|(h, _)| h)
                         .find(|h| h != me);
@@ -504,17 +505,10 @@ mod tests {
 
         // Alice's malicious commit, made with raw OpenMLS.
         let forged_kp = mallory.new_key_packages(1).unwrap().remove(0);
-        let Device {
-            store,
-            crypto,
-            account,
-            ..
-        } = &mut alice;
-        let account = account.as_ref().unwrap();
-        let commit = store
-            .transaction(|tx| -> Result<Vec<u8>> {
-                let provider = tx.provider(crypto);
-                let mut group = load_group(tx, &provider, &gid)?;
+        let commit = alice
+            .op(|op| -> Result<Vec<u8>> {
+                let (provider, account) = (op.provider(), op.account()?);
+                let group = op.groups.get(op.tx, &gid)?;
                 let kp = KeyPackageIn::tls_deserialize_exact(forged_kp.as_slice())
                     .map_err(mls)?
                     .validate(provider.crypto(), ProtocolVersion::Mls10)

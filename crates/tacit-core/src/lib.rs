@@ -14,11 +14,16 @@ mod credential;
 mod device;
 mod error;
 mod events;
+mod groups;
 mod incoming;
 pub mod link;
+mod messages;
+mod op;
 mod records;
 mod signer;
 pub mod store;
+#[cfg(test)]
+mod testing;
 
 pub use config::CoreConfig;
 pub use conversation::{ClaimedUser, OutgoingCommit, OutgoingMessage};

@@ -5,7 +5,8 @@
 //! `CoreConfig::default()` (ratchet tree in Welcomes, 5 past epochs, ciphertext only). The
 //! OpenMLS side is `OpenMlsRustCrypto` (in-memory storage) with basic credentials and keeps its
 //! `MlsGroup` in memory between operations; the Tacit side is a `Device` on its encrypted SQLite
-//! store, which loads the group from the store in every operation. Every group is built in one
+//! store, which also keeps the groups it has loaded in memory, and writes every change to its
+//! store in the operation's transaction. Every group is built in one
 //! commit, then given `max_past_epochs` self-updates so that past-epoch state is at its
 //! steady-state size; none of that set-up is measured. Each benchmark starts from its own copy of
 //! that state.
@@ -22,7 +23,8 @@
 //!
 //! After Criterion's own report the run prints a summary (mean time per operation, Tacit /
 //! OpenMLS ratio), the encoded sizes of messages, commits and Welcomes, and what one message
-//! writes to each side's storage.
+//! writes to each side's storage (rows, bytes of values, and for Tacit the bytes handed to
+//! write(2), at each group size).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that cannot set up must stop
 
 mod observe;
@@ -85,6 +87,7 @@ const ROWS: &[Row] = &[
     ),
     row("seal, Tacit store on disk (fsync)", "seal-durable", "seal"),
     row("open, Tacit store on disk (fsync)", "open-durable", "open"),
+    row("load the group from storage (cold)", "load", "load"),
 ];
 
 const fn row(label: &'static str, tacit: &'static str, openmls: &'static str) -> Row {
@@ -164,6 +167,7 @@ fn bench_size(c: &mut Criterion, rec: &Recorder, size: usize, dirs: &Dirs) {
     for change in [Change::Add, Change::Remove, Change::Update] {
         commits(&mut group, rec, size, &tacit, &raw, dirs, change);
     }
+    loads(&mut group, rec, size, &tacit, &raw, dirs);
     group.finish();
     observe_writes(rec, size, &tacit, &raw, dirs);
 }
@@ -226,6 +230,25 @@ fn messages(
         let m = alice.seal(raw.signer(), payload);
         timed(|| black_box(bob.open(&m))).1
     });
+}
+
+/// Loading a group from storage, which each side does once, when the group is first used after
+/// start-up: tacit = bob's first operation on a freshly opened copy of his store (`epoch`: one
+/// transaction that reads, opens and decodes the group's items); openmls = `MlsGroup::load` from
+/// its memory storage.
+fn loads(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    rec: &Recorder,
+    size: usize,
+    tacit: &TacitGroup,
+    raw: &RawGroup,
+    dirs: &Dirs,
+) {
+    rec.bench(g, "load", Side::Tacit, size, || {
+        let mut bob = tacit.bob(&dirs.scratch);
+        timed(|| bob.load_group()).1
+    });
+    rec.bench(g, "load", Side::OpenMls, size, || raw.bob_timed().1);
 }
 
 /// A membership or key change.
@@ -296,10 +319,11 @@ impl Change {
 ///   staged commit is then dropped, untimed (`commit_rejected` / `clear_pending_commit`), so
 ///   that every iteration starts from the same epoch.
 /// - `*-process`: one commit made beforehand; every iteration takes a fresh copy of bob's state
-///   (untimed: a file copy and opening the store for tacit, a storage copy and `MlsGroup::load`
-///   for openmls), then times decoding, processing and merging: tacit = `process_envelope`
-///   (including loading the group from the store, leaf certificate checks and history lines).
-///   In a group of two, the member removed is bob himself.
+///   and loads the group (untimed: a file copy, opening the store and a first operation that
+///   loads the group into memory for tacit; a storage copy and `MlsGroup::load` for openmls —
+///   the `load` benchmarks time that part), then times decoding, processing and merging: tacit =
+///   `process_envelope` (leaf certificate checks, history lines, and every change written to
+///   the store in one transaction). In a group of two, the member removed is bob himself.
 fn commits(
     g: &mut BenchmarkGroup<'_, WallTime>,
     rec: &Recorder,
@@ -329,6 +353,7 @@ fn commits(
     let wanted = change.processed(size);
     rec.bench(g, process, Side::Tacit, size, || {
         let mut bob = tacit.bob(&dirs.scratch);
+        bob.load_group();
         let (p, d) = timed(|| bob.deliver(EnvelopeKind::Commit, &commit));
         expect_event(&p, wanted, process);
         d

@@ -45,6 +45,7 @@ pub fn tacit_row_name(key: &[u8]) -> String {
         [b'k', 3, ..] => "conversation".into(),
         [b'k', 4, ..] => "outbox".into(),
         [b'k', 5, ..] => "OpenMLS item".into(),
+        [b'k', 6, ..] => "chunk of an OpenMLS item".into(),
         _ => "other".into(),
     }
 }

@@ -3,6 +3,7 @@
 //! (taken from `CoreConfig::default()`), and none of Tacit's layers.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::*;
@@ -165,12 +166,22 @@ impl RawGroup {
     }
 
     fn restore(&self, snapshot: &Snapshot) -> RawCopy {
+        self.restore_timed(snapshot).0
+    }
+
+    /// A fresh copy of bob's state, and how long `MlsGroup::load` took to read it from storage.
+    pub fn bob_timed(&self) -> (RawCopy, Duration) {
+        self.restore_timed(&self.bob)
+    }
+
+    fn restore_timed(&self, snapshot: &Snapshot) -> (RawCopy, Duration) {
         let provider = OpenMlsRustCrypto::default();
         *provider.storage().values.write().expect("storage lock") = snapshot.clone();
+        let started = Instant::now();
         let group = MlsGroup::load(provider.storage(), &self.group_id)
             .expect("load")
             .expect("the group is stored");
-        RawCopy { provider, group }
+        (RawCopy { provider, group }, started.elapsed())
     }
 }
 

@@ -217,6 +217,12 @@ impl TacitCopy {
         self.device.process_envelope(&e).expect("process")
     }
 
+    /// Loads the group into the device's memory (the first operation on a freshly opened store
+    /// does this as part of its work).
+    pub fn load_group(&mut self) {
+        self.device.epoch(&self.group_id).expect("load group");
+    }
+
     /// Drops the staged commit (as when the server refuses it), so that the next one starts
     /// from the same epoch.
     pub fn discard_commit(&mut self) {

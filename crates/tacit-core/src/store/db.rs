@@ -1,17 +1,22 @@
 //! The SQLite file, its schema, and transactions.
 
+use std::cell::RefCell;
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use zeroize::Zeroizing;
 
 use super::cipher::Cipher;
+use super::items::{ChunkMemory, Touched};
 use super::mls_storage::{MlsStorage, TxProvider};
 use super::{StoreError, StoreKey};
 
-/// The newest schema version this build knows.
-const SCHEMA_VERSION: i64 = 1;
+/// The newest schema version this build knows. 1: every value JSON. 2: OpenMLS values in a
+/// compact binary encoding, large ones split into chunks ([`Namespace::Chunk`]); values written
+/// by version 1 are still read.
+const SCHEMA_VERSION: i64 = 2;
 /// A known value sealed at creation; opening it proves the key is right.
 const KEY_CHECK: &[u8] = b"tacit local store key check v1";
 
@@ -29,18 +34,34 @@ pub enum Namespace {
     Outbox = 4,
     /// OpenMLS state.
     Mls = 5,
+    /// Chunks of large values (see [`StoreTx::put_item`]).
+    Chunk = 6,
 }
 
 /// An open local store.
 pub struct LocalStore {
     conn: Connection,
     cipher: Cipher,
+    /// SQLite's `data_version` at the end of the last transaction: it changes when another
+    /// connection (another process on the same profile) commits.
+    data_version: i64,
+    /// Bumped each time a transaction finds that another connection changed the file, so that
+    /// whatever is kept in memory about the store is dropped.
+    generation: u64,
+    /// The chunks of large values as last written or read (see [`StoreTx::put_item`]).
+    memory: ChunkMemory,
 }
 
 /// A transaction on the store: every read and write of one client operation.
 pub struct StoreTx<'a> {
-    conn: &'a Connection,
-    cipher: &'a Cipher,
+    pub(super) conn: &'a Connection,
+    pub(super) cipher: &'a Cipher,
+    /// Items whose remembered chunks this transaction took out of the store's memory; they go
+    /// back only if it commits.
+    pub(super) touched: RefCell<Touched>,
+    /// The store's memory of chunks, lent to this transaction.
+    pub(super) memory: RefCell<ChunkMemory>,
+    generation: u64,
 }
 
 impl LocalStore {
@@ -79,9 +100,18 @@ impl LocalStore {
                  COMMIT;",
             )?;
         }
+        if version < 2 {
+            // No table changes: chunks are rows of `kv` in their own namespace, and version-1
+            // values stay readable. The bump makes older builds refuse the file instead of
+            // misreading values in the new encoding.
+            conn.execute_batch("BEGIN; PRAGMA user_version = 2; COMMIT;")?;
+        }
         let mut store = LocalStore {
             conn,
             cipher: Cipher::new(key)?,
+            data_version: 0,
+            generation: 0,
+            memory: ChunkMemory::default(),
         };
         store.check_key()?;
         Ok(store)
@@ -123,53 +153,148 @@ impl LocalStore {
         self.run(f, false)
     }
 
+    /// The SQLite connection, for tests that inspect or tamper with the file's rows.
+    #[cfg(test)]
+    pub(super) fn raw(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// A number that changes whenever another connection is found to have changed the file
+    /// since this one last looked (checked at the start of every transaction): whatever the
+    /// caller keeps in memory about the store's contents must be dropped when it changes.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     fn run<T, E: From<StoreError>>(
         &mut self,
         f: impl FnOnce(&StoreTx<'_>) -> Result<T, E>,
         keep: bool,
     ) -> Result<T, E> {
-        let tx = self
-            .conn
+        let LocalStore {
+            conn,
+            cipher,
+            data_version,
+            generation,
+            memory,
+        } = self;
+        let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(StoreError::from)?;
-        let result = f(&StoreTx {
+        // The write lock is held from here on: nobody else can change the file until we finish.
+        let version: i64 = tx
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(StoreError::from)?;
+        if version != *data_version {
+            *data_version = version;
+            *generation += 1;
+            memory.clear();
+        }
+        // The memory is lent to the transaction (and lost if it panics: nothing stale is kept).
+        let store_tx = StoreTx {
             conn: &tx,
-            cipher: &self.cipher,
-        });
+            cipher,
+            touched: RefCell::new(Touched::default()),
+            memory: RefCell::new(std::mem::take(memory)),
+            generation: *generation,
+        };
+        let result = f(&store_tx);
+        let StoreTx {
+            touched,
+            memory: lent,
+            ..
+        } = store_tx;
+        let mut lent = lent.into_inner();
         if keep && result.is_ok() {
             tx.commit().map_err(StoreError::from)?;
+            // Only what was committed is remembered; the items a rolled-back transaction
+            // touched are forgotten, and the next write of each rewrites it whole.
+            lent.absorb(touched.into_inner());
         } else {
             tx.rollback().map_err(StoreError::from)?;
         }
+        *memory = lent;
         result
     }
 }
 
 impl<'a> StoreTx<'a> {
+    /// The store's [`LocalStore::generation`] as this transaction found it.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// The value stored under `key` in `ns`, if any.
     pub fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let k = self.cipher.hide_key(ns as u8, key);
-        let sealed: Option<Vec<u8>> = self
-            .conn
-            .prepare_cached("SELECT v FROM kv WHERE ns = ?1 AND k = ?2")?
-            .query_row(params![ns as u8, k], |r| r.get(0))
-            .optional()?;
-        sealed.map(|s| self.cipher.open(&k, &s)).transpose()
+        self.get_sealed(ns, &k)?
+            .map(|s| self.cipher.open(&k, &s))
+            .transpose()
     }
 
     /// Stores `value` under `key` in `ns`, replacing any previous value.
     pub fn put(&self, ns: Namespace, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         let k = self.cipher.hide_key(ns as u8, key);
-        let sealed = self.cipher.seal(&k, value)?;
+        self.put_hidden(ns, &k, value)
+    }
+
+    /// Deletes `key` from `ns` (no error if absent).
+    pub fn delete(&self, ns: Namespace, key: &[u8]) -> Result<(), StoreError> {
+        let k = self.cipher.hide_key(ns as u8, key);
+        self.delete_hidden(ns, &k)
+    }
+
+    /// The opened value of the row with hidden key `k`.
+    pub(super) fn get_hidden(
+        &self,
+        ns: Namespace,
+        k: &[u8],
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        self.get_sealed(ns, k)?
+            .map(|s| self.cipher.open(k, &s).map(Zeroizing::new))
+            .transpose()
+    }
+
+    /// Seals `value` to the row with hidden key `k` and stores it there.
+    pub(super) fn put_hidden(
+        &self,
+        ns: Namespace,
+        k: &[u8],
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        let sealed = self.cipher.seal(k, value)?;
+        self.put_sealed(ns, k, &sealed)
+    }
+
+    /// The sealed value of the row with hidden key `k`.
+    pub(super) fn get_sealed(
+        &self,
+        ns: Namespace,
+        k: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT v FROM kv WHERE ns = ?1 AND k = ?2")?
+            .query_row(params![ns as u8, k], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Stores an already sealed value in the row with hidden key `k`.
+    pub(super) fn put_sealed(
+        &self,
+        ns: Namespace,
+        k: &[u8],
+        sealed: &[u8],
+    ) -> Result<(), StoreError> {
         self.conn
             .prepare_cached("INSERT INTO kv (ns, k, v) VALUES (?1, ?2, ?3) ON CONFLICT (ns, k) DO UPDATE SET v = excluded.v")?
             .execute(params![ns as u8, k, sealed])?;
         Ok(())
     }
 
-    /// Deletes `key` from `ns` (no error if absent).
-    pub fn delete(&self, ns: Namespace, key: &[u8]) -> Result<(), StoreError> {
-        let k = self.cipher.hide_key(ns as u8, key);
+    /// Deletes the row with hidden key `k` (no error if absent).
+    pub(super) fn delete_hidden(&self, ns: Namespace, k: &[u8]) -> Result<(), StoreError> {
         self.conn
             .prepare_cached("DELETE FROM kv WHERE ns = ?1 AND k = ?2")?
             .execute(params![ns as u8, k])?;

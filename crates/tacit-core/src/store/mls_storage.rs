@@ -1,8 +1,12 @@
 //! OpenMLS's storage, written through the current local-store transaction.
 //!
-//! Each OpenMLS item is one encrypted row: logical key = a label for the kind of item followed
-//! by the JSON of its OpenMLS key; value = the JSON of the item. Items OpenMLS keeps as lists
-//! (own leaf nodes, queued proposals, epoch key pairs) are one row holding the whole list.
+//! Each OpenMLS item is one store item ([`StoreTx::put_item`]: one sealed row, or sealed chunks
+//! of which only the changed ones are rewritten): logical key = a label for the kind of item
+//! followed by the JSON of its OpenMLS key; value = a format byte and the item in postcard's
+//! compact binary encoding (JSON for the join configuration, whose decoding needs a
+//! self-describing format). Values of store schema version 1 (untagged JSON) are still read.
+//! Items OpenMLS keeps as lists (own leaf nodes, queued proposals, epoch key pairs) are one
+//! item holding the whole list.
 
 use openmls_rust_crypto::RustCrypto;
 use openmls_traits::storage::{traits, Entity, Key, StorageProvider, CURRENT_VERSION};
@@ -10,6 +14,7 @@ use openmls_traits::OpenMlsProvider;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::codec::{check_round_trip, codec_error, decode, encode, format_of};
 use super::db::{Namespace, StoreTx};
 use super::StoreError;
 
@@ -26,7 +31,7 @@ pub struct MlsStorage<'a> {
 const V: u16 = CURRENT_VERSION;
 
 mod label {
-    pub const JOIN_CONFIG: &[u8] = b"join_config";
+    pub const JOIN_CONFIG: &[u8] = crate::store::codec::JOIN_CONFIG_LABEL;
     pub const OWN_LEAF_NODES: &[u8] = b"own_leaf_nodes";
     pub const PROPOSAL: &[u8] = b"proposal";
     pub const PROPOSAL_REFS: &[u8] = b"proposal_refs";
@@ -48,14 +53,6 @@ mod label {
 
 type R<T> = Result<T, MlsStorageError>;
 
-fn ser<T: Serialize + ?Sized>(value: &T) -> R<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Serialization(e.to_string()).into())
-}
-
-fn de<T: DeserializeOwned>(bytes: &[u8]) -> R<T> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Serialization(e.to_string()).into())
-}
-
 impl<'a> MlsStorage<'a> {
     pub(crate) fn new(tx: &'a StoreTx<'a>) -> Self {
         MlsStorage { tx }
@@ -64,20 +61,43 @@ impl<'a> MlsStorage<'a> {
     fn key<K: Serialize + ?Sized>(label: &[u8], key: &K) -> R<Vec<u8>> {
         let mut out = label.to_vec();
         out.push(0);
-        out.extend(ser(key)?);
+        serde_json::to_writer(&mut out, key).map_err(codec_error)?;
         Ok(out)
     }
 
-    fn write<K: Serialize + ?Sized, T: Serialize + ?Sized>(
+    fn write<K: Serialize + ?Sized, T: Serialize + DeserializeOwned>(
         &self,
         label: &[u8],
         key: &K,
         value: &T,
     ) -> R<()> {
-        let bytes = zeroize::Zeroizing::new(ser(value)?);
-        Ok(self
-            .tx
-            .put(Namespace::Mls, &Self::key(label, key)?, &bytes)?)
+        self.write_as::<K, T, T>(label, key, value)
+    }
+
+    fn write_list<K: Serialize + ?Sized, T: Serialize + DeserializeOwned>(
+        &self,
+        label: &[u8],
+        key: &K,
+        items: &[T],
+    ) -> R<()> {
+        self.write_as::<K, [T], Vec<T>>(label, key, items)
+    }
+
+    /// Writes `value`, which decodes as a `D`.
+    fn write_as<K, T, D>(&self, label: &[u8], key: &K, value: &T) -> R<()>
+    where
+        K: Serialize + ?Sized,
+        T: Serialize + ?Sized,
+        D: Serialize + DeserializeOwned,
+    {
+        let key = Self::key(label, key)?;
+        #[cfg(test)]
+        if tests::writing_version_1() {
+            return Ok(self.tx.put_json(Namespace::Mls, &key, value)?);
+        }
+        let bytes = encode(format_of(label), value)?;
+        check_round_trip::<D>(&bytes)?;
+        Ok(self.tx.put_item(Namespace::Mls, &key, &bytes)?)
     }
 
     fn read<K: Serialize + ?Sized, T: DeserializeOwned>(
@@ -85,41 +105,58 @@ impl<'a> MlsStorage<'a> {
         label: &[u8],
         key: &K,
     ) -> R<Option<T>> {
-        match self.tx.get(Namespace::Mls, &Self::key(label, key)?)? {
-            Some(bytes) => Ok(Some(de(&zeroize::Zeroizing::new(bytes))?)),
+        match self.tx.get_item(Namespace::Mls, &Self::key(label, key)?)? {
+            Some(item) => Ok(Some(decode(item)?)),
             None => Ok(None),
         }
     }
 
     fn remove<K: Serialize + ?Sized>(&self, label: &[u8], key: &K) -> R<()> {
-        Ok(self.tx.delete(Namespace::Mls, &Self::key(label, key)?)?)
+        Ok(self
+            .tx
+            .delete_item(Namespace::Mls, &Self::key(label, key)?)?)
     }
 
-    fn list<K: Serialize + ?Sized>(&self, label: &[u8], key: &K) -> R<Vec<serde_json::Value>> {
+    fn list<K: Serialize + ?Sized, T: DeserializeOwned>(&self, label: &[u8], key: &K) -> R<Vec<T>> {
         Ok(self.read(label, key)?.unwrap_or_default())
     }
 
-    fn list_typed<K: Serialize + ?Sized, T: DeserializeOwned>(
+    fn push<K: Serialize + ?Sized, T: Serialize + DeserializeOwned>(
         &self,
         label: &[u8],
         key: &K,
-    ) -> R<Vec<T>> {
-        self.list(label, key)?
-            .into_iter()
-            .map(|v| {
-                serde_json::from_value(v)
-                    .map_err(|e| StoreError::Serialization(e.to_string()).into())
-            })
-            .collect()
+        item: T,
+    ) -> R<()> {
+        let mut items: Vec<T> = self.list(label, key)?;
+        items.push(item);
+        self.write_list(label, key, &items)
     }
 
-    fn push<K: Serialize + ?Sized, T: Serialize>(&self, label: &[u8], key: &K, item: &T) -> R<()> {
-        let mut items = self.list(label, key)?;
-        items.push(
-            serde_json::to_value(item).map_err(|e| StoreError::Serialization(e.to_string()))?,
-        );
-        self.write(label, key, &items)
+    /// Removes from a list every element whose encoding equals `target`'s.
+    fn list_without<K: Serialize + ?Sized, T: Serialize + DeserializeOwned>(
+        &self,
+        label: &[u8],
+        key: &K,
+        target: &T,
+    ) -> R<(Vec<T>, bool)> {
+        let wanted = postcard::to_allocvec(target).map_err(codec_error)?;
+        let mut found = false;
+        let mut kept = Vec::new();
+        for item in self.list::<_, T>(label, key)? {
+            if postcard::to_allocvec(&item).map_err(codec_error)? == wanted {
+                found = true;
+            } else {
+                kept.push(item);
+            }
+        }
+        Ok((kept, found))
     }
+}
+
+/// Decodes a value through serialization (for OpenMLS's typed references, whose types the
+/// trait hands us only by reference).
+fn owned<T: Serialize + ?Sized, U: DeserializeOwned>(value: &T) -> R<U> {
+    postcard::from_bytes(&postcard::to_allocvec(value).map_err(codec_error)?).map_err(codec_error)
 }
 
 impl StorageProvider<CURRENT_VERSION> for MlsStorage<'_> {
@@ -137,7 +174,7 @@ impl StorageProvider<CURRENT_VERSION> for MlsStorage<'_> {
         g: &G,
         l: &L,
     ) -> R<()> {
-        self.push(label::OWN_LEAF_NODES, g, l)
+        self.push::<_, L>(label::OWN_LEAF_NODES, g, owned(l)?)
     }
     fn queue_proposal<
         G: traits::GroupId<V>,
@@ -150,11 +187,9 @@ impl StorageProvider<CURRENT_VERSION> for MlsStorage<'_> {
         p: &Q,
     ) -> R<()> {
         self.write(label::PROPOSAL, &(g, r), p)?;
-        let refs = self.list(label::PROPOSAL_REFS, g)?;
-        let new_ref =
-            serde_json::to_value(r).map_err(|e| StoreError::Serialization(e.to_string()))?;
-        if !refs.contains(&new_ref) {
-            self.push(label::PROPOSAL_REFS, g, r)?;
+        let (_, present) = self.list_without::<_, P>(label::PROPOSAL_REFS, g, r)?;
+        if !present {
+            self.push::<_, P>(label::PROPOSAL_REFS, g, owned(r)?)?;
         }
         Ok(())
     }
@@ -245,7 +280,7 @@ impl StorageProvider<CURRENT_VERSION> for MlsStorage<'_> {
         leaf: u32,
         pairs: &[P],
     ) -> R<()> {
-        self.write(label::EPOCH_KEY_PAIRS, &(g, e, leaf), pairs)
+        self.write_list(label::EPOCH_KEY_PAIRS, &(g, e, leaf), pairs)
     }
     fn write_key_package<H: traits::HashReference<V>, K: traits::KeyPackage<V>>(
         &self,
@@ -265,13 +300,13 @@ impl StorageProvider<CURRENT_VERSION> for MlsStorage<'_> {
         self.read(label::JOIN_CONFIG, g)
     }
     fn own_leaf_nodes<G: traits::GroupId<V>, L: traits::LeafNode<V>>(&self, g: &G) -> R<Vec<L>> {
-        self.list_typed(label::OWN_LEAF_NODES, g)
+        self.list(label::OWN_LEAF_NODES, g)
     }
     fn queued_proposal_refs<G: traits::GroupId<V>, P: traits::ProposalRef<V>>(
         &self,
         g: &G,
     ) -> R<Vec<P>> {
-        self.list_typed(label::PROPOSAL_REFS, g)
+        self.list(label::PROPOSAL_REFS, g)
     }
     fn queued_proposals<
         G: traits::GroupId<V>,
@@ -281,7 +316,7 @@ impl StorageProvider<CURRENT_VERSION> for MlsStorage<'_> {
         &self,
         g: &G,
     ) -> R<Vec<(P, Q)>> {
-        let refs: Vec<P> = self.list_typed(label::PROPOSAL_REFS, g)?;
+        let refs: Vec<P> = self.list(label::PROPOSAL_REFS, g)?;
         let mut out = Vec::with_capacity(refs.len());
         for r in refs {
             if let Some(q) = self.read(label::PROPOSAL, &(g, &r))? {
@@ -379,11 +414,8 @@ impl StorageProvider<CURRENT_VERSION> for MlsStorage<'_> {
         g: &G,
         r: &P,
     ) -> R<()> {
-        let target =
-            serde_json::to_value(r).map_err(|e| StoreError::Serialization(e.to_string()))?;
-        let mut refs = self.list(label::PROPOSAL_REFS, g)?;
-        refs.retain(|v| *v != target);
-        self.write(label::PROPOSAL_REFS, g, &refs)?;
+        let (refs, _) = self.list_without::<_, P>(label::PROPOSAL_REFS, g, r)?;
+        self.write_list(label::PROPOSAL_REFS, g, &refs)?;
         self.remove(label::PROPOSAL, &(g, r))
     }
     fn delete_own_leaf_nodes<G: traits::GroupId<V>>(&self, g: &G) -> R<()> {
@@ -423,7 +455,7 @@ impl StorageProvider<CURRENT_VERSION> for MlsStorage<'_> {
         &self,
         g: &G,
     ) -> R<()> {
-        let refs: Vec<P> = self.list_typed(label::PROPOSAL_REFS, g)?;
+        let refs: Vec<P> = self.list(label::PROPOSAL_REFS, g)?;
         for r in refs {
             self.remove(label::PROPOSAL, &(g, &r))?;
         }
@@ -483,3 +515,7 @@ impl<'a> OpenMlsProvider for TxProvider<'a> {
         self.crypto
     }
 }
+
+#[cfg(test)]
+#[path = "mls_storage_tests.rs"]
+mod tests;

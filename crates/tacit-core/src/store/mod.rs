@@ -8,12 +8,15 @@
 //! including all of OpenMLS's storage writes ([`MlsStorage`]), so it is all-or-nothing.
 
 mod cipher;
+mod codec;
 mod db;
 mod error;
+mod items;
 mod key;
 mod mls_storage;
 
 pub use db::{LocalStore, Namespace, StoreTx};
 pub use error::StoreError;
+pub use items::{Item, CHUNK_BYTES};
 pub use key::StoreKey;
 pub use mls_storage::{MlsStorage, MlsStorageError, TxProvider};
