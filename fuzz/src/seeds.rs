@@ -125,6 +125,9 @@ pub fn client_frames() -> Vec<v1::ClientFrame> {
             handle: "bob.2-x_y".into(),
         }),
         Req::ListDevices(v1::ListDevices {}),
+        Req::RemoveDevice(v1::RemoveDevice {
+            device_id: u64::MAX,
+        }),
         Req::CreateGroup(v1::CreateGroup {
             group_id: group_id(),
         }),

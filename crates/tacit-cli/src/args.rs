@@ -171,6 +171,13 @@ pub enum DeviceCommand {
         #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
     },
+    /// Remove another device of this account (lost or stolen): it can no longer connect, and
+    /// this device removes it from every conversation.
+    Remove {
+        /// The device, as `tacit devices` shows it: `handle/0123456789abcdef` or just the
+        /// 16 hex digits.
+        device: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

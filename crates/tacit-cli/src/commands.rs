@@ -92,6 +92,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Device(DeviceCommand::Remove { device }) => {
+            let mut client = open_client(g)?;
+            let handle = client.device().handle()?.to_owned();
+            let device_id = parse_device(&device, &handle)?;
+            let removed = client.remove_device(device_id).await?;
+            if g.json {
+                println!("{}", to_json(&removed));
+            } else {
+                println!(
+                    "Removed {}: it can no longer connect, and nothing more is sent to it.",
+                    removed.name
+                );
+                if !removed.removed_from.is_empty() {
+                    println!(
+                        "Removed it from {} conversation(s): {}.",
+                        removed.removed_from.len(),
+                        removed.removed_from.join(", ")
+                    );
+                }
+                for (name, why) in &removed.failed {
+                    println!(
+                        "Could not remove it from {name}: {why}. Run `tacit device remove {device}` again to retry."
+                    );
+                }
+            }
+            Ok(if removed.failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Devices => {
             let mut client = open_client(g)?;
             let devices = client.devices().await?;
@@ -320,4 +351,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tacit_server::run_until_signal(config).await?;
     Ok(())
+}
+
+/// A device of `handle` as the user typed it: `handle/0123456789abcdef` (as `tacit devices`
+/// prints it) or just the hex device id.
+fn parse_device(text: &str, handle: &str) -> anyhow::Result<u64> {
+    let hex = match text.split_once('/') {
+        Some((h, id)) if h == handle => id,
+        Some((h, _)) => anyhow::bail!(
+            "{text} is a device of {h}; you can only remove devices of your own account ({handle})"
+        ),
+        None => text,
+    };
+    u64::from_str_radix(hex, 16).map_err(|_| {
+        anyhow::anyhow!(
+            "{text} is not a device; give it as `tacit devices` shows it, e.g. {handle}/0123456789abcdef"
+        )
+    })
 }

@@ -33,6 +33,20 @@ pub struct DeviceInfo {
     pub this_device: bool,
 }
 
+/// What [`Client::remove_device`] did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RemovedDevice {
+    /// `handle/device-id` of the removed device.
+    pub name: String,
+    /// Conversations from which this device committed its removal (so it cannot read what is
+    /// said there from now on).
+    pub removed_from: Vec<String>,
+    /// Conversations where that commit failed, with the reason; the server no longer routes
+    /// anything to the removed device, but it is still in their MLS group until a member
+    /// removes it (`tacit group remove` or another `tacit device remove` attempt).
+    pub failed: Vec<(String, String)>,
+}
+
 /// The networked client of one device profile.
 pub struct Client {
     device: Device,
@@ -704,6 +718,53 @@ impl Client {
             });
         }
         Ok(out)
+    }
+
+    /// Removes another device of this user (a lost or stolen one): the server forgets it (it
+    /// can no longer connect, is left out of the directory, and nothing more is queued for it),
+    /// then this device commits its removal in every conversation it is in.
+    pub async fn remove_device(&mut self, device_id: u64) -> Result<RemovedDevice> {
+        let handle = self.device.handle()?.to_owned();
+        if device_id == self.device.device_id()? {
+            return Err(ClientError::Usage(
+                "that is this device; remove it from another of your devices".into(),
+            ));
+        }
+        self.connect().await?;
+        self.request(Req::RemoveDevice(v1::RemoveDevice { device_id }))
+            .await?;
+        let mut removed_from = Vec::new();
+        let mut failed = Vec::new();
+        for c in self.device.conversations()? {
+            if !c.active
+                || !self
+                    .device
+                    .members(&c.group_id)?
+                    .contains(&(handle.clone(), device_id))
+            {
+                continue;
+            }
+            let (g, h) = (c.group_id.clone(), handle.clone());
+            let done = self
+                .run_commit(&c.group_id, move |d| {
+                    // A commit that lost a race may already have removed it.
+                    if d.members(&g)?.contains(&(h.clone(), device_id)) {
+                        d.prepare_remove_device(&g, &h, device_id).map(Some)
+                    } else {
+                        Ok(None)
+                    }
+                })
+                .await;
+            match done {
+                Ok(()) => removed_from.push(c.name),
+                Err(e) => failed.push((c.name, e.to_string())),
+            }
+        }
+        Ok(RemovedDevice {
+            name: format!("{handle}/{device_id:016x}"),
+            removed_from,
+            failed,
+        })
     }
 
     /// A conversation's history from the local store.

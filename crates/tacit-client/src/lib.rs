@@ -9,6 +9,6 @@ mod error;
 pub mod profile;
 pub mod transport;
 
-pub use client::{Client, DeviceInfo, MAX_COMMIT_ATTEMPTS};
+pub use client::{Client, DeviceInfo, RemovedDevice, MAX_COMMIT_ATTEMPTS};
 pub use error::{ClientError, Result};
 pub use transport::{Connection, TlsOptions};

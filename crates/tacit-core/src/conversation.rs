@@ -253,6 +253,30 @@ impl Device {
         group_id: &[u8],
         handles: &[String],
     ) -> Result<OutgoingCommit> {
+        let what = format!("none of {handles:?} is");
+        self.prepare_remove_where(group_id, &what, |handle, _| {
+            handles.iter().any(|h| h == handle)
+        })
+    }
+
+    /// Stages a commit removing one device (e.g. a lost device of this user) from a group.
+    pub fn prepare_remove_device(
+        &mut self,
+        group_id: &[u8],
+        handle: &str,
+        device_id: u64,
+    ) -> Result<OutgoingCommit> {
+        let what = format!("{handle}/{device_id:016x} is not");
+        self.prepare_remove_where(group_id, &what, |h, d| h == handle && d == device_id)
+    }
+
+    /// Stages a commit removing every member device for which `selected(handle, device_id)`.
+    fn prepare_remove_where(
+        &mut self,
+        group_id: &[u8],
+        what: &str,
+        selected: impl Fn(&str, u64) -> bool,
+    ) -> Result<OutgoingCommit> {
         self.op(|op| {
             let (tx, provider, account) = (op.tx, op.provider(), op.account()?);
             let group = op.groups.get(tx, group_id)?;
@@ -260,16 +284,14 @@ impl Device {
             let mut removed = Vec::new();
             for m in group.members() {
                 if let Ok(cert) = certificate_of(op.certs, &m.credential) {
-                    if handles.contains(&cert.handle) {
+                    if selected(&cert.handle, cert.device_id) {
                         indexes.push(m.index);
                         removed.push((cert.handle, cert.device_id));
                     }
                 }
             }
             if indexes.is_empty() {
-                return Err(CoreError::Invalid(format!(
-                    "none of {handles:?} is in this conversation"
-                )));
+                return Err(CoreError::Invalid(format!("{what} in this conversation")));
             }
             if indexes.contains(&group.own_leaf_index()) {
                 return Err(CoreError::Invalid(

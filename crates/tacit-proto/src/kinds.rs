@@ -16,6 +16,7 @@ impl client_frame::Body {
             ClaimKeyPackages(_) => "claim_key_packages",
             LookupUser(_) => "lookup_user",
             ListDevices(_) => "list_devices",
+            RemoveDevice(_) => "remove_device",
             CreateGroup(_) => "create_group",
             SendCommit(_) => "send_commit",
             SendMessage(_) => "send_message",

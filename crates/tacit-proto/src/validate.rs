@@ -144,7 +144,7 @@ pub fn validate_client_frame(frame: &ClientFrame) -> Result<(), ValidationError>
             Ok(())
         }
         Body::LookupUser(l) => handle("lookup_user.handle", &l.handle),
-        Body::ListDevices(_) | Body::Ping(_) => Ok(()),
+        Body::ListDevices(_) | Body::Ping(_) | Body::RemoveDevice(_) => Ok(()),
         Body::CreateGroup(c) => non_empty("create_group.group_id", &c.group_id, MAX_GROUP_ID_BYTES),
         Body::SendCommit(c) => {
             non_empty("send_commit.group_id", &c.group_id, MAX_GROUP_ID_BYTES)?;

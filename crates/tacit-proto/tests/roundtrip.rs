@@ -88,6 +88,7 @@ fn client_body() -> impl Strategy<Value = Req> {
         ),
         text().prop_map(|handle| Req::LookupUser(LookupUser { handle })),
         Just(Req::ListDevices(ListDevices {})),
+        any::<u64>().prop_map(|device_id| Req::RemoveDevice(RemoveDevice { device_id })),
         bytes(64).prop_map(|group_id| Req::CreateGroup(CreateGroup { group_id })),
         (
             bytes(64),
@@ -228,15 +229,16 @@ fn client_kind(body: &Req) -> usize {
         Req::ClaimKeyPackages(_) => 4,
         Req::LookupUser(_) => 5,
         Req::ListDevices(_) => 6,
-        Req::CreateGroup(_) => 7,
-        Req::SendCommit(_) => 8,
-        Req::SendMessage(_) => 9,
-        Req::Ack(_) => 10,
-        Req::FetchGroupState(_) => 11,
-        Req::LinkOpen(_) => 12,
-        Req::LinkSend(_) => 13,
-        Req::LinkReceive(_) => 14,
-        Req::Ping(_) => 15,
+        Req::RemoveDevice(_) => 7,
+        Req::CreateGroup(_) => 8,
+        Req::SendCommit(_) => 9,
+        Req::SendMessage(_) => 10,
+        Req::Ack(_) => 11,
+        Req::FetchGroupState(_) => 12,
+        Req::LinkOpen(_) => 13,
+        Req::LinkSend(_) => 14,
+        Req::LinkReceive(_) => 15,
+        Req::Ping(_) => 16,
     }
 }
 
@@ -274,7 +276,7 @@ fn kinds_drawn<T: Debug>(strategy: impl Strategy<Value = T>, kind: fn(&T) -> usi
 fn strategies_cover_every_kind_of_frame() {
     assert_eq!(
         kinds_drawn(client_body(), client_kind),
-        (0..16).collect::<Vec<_>>()
+        (0..17).collect::<Vec<_>>()
     );
     assert_eq!(
         kinds_drawn(server_body(), server_kind),

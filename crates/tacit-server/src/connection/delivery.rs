@@ -18,7 +18,14 @@ impl Session {
             // doubling up to the poll interval) so an unavailable database is not hammered and
             // the log says it once per connection, not once per second.
             let mut failures = 0u32;
+            // Whether a notice arrived that no delivered envelope has answered yet. A notice
+            // that finds nothing to deliver may be the one a device removal sends: then the
+            // store is asked, and a removed device's connection is told and closed.
+            let mut noticed = false;
             loop {
+                if wake.has_changed().unwrap_or(false) {
+                    noticed = true;
+                }
                 wake.borrow_and_update();
                 let batch = match state
                     .db(move |s| s.fetch(device, last_sent, DELIVERY_BATCH))
@@ -41,6 +48,19 @@ impl Session {
                         continue;
                     }
                 };
+                if batch.is_empty() && std::mem::take(&mut noticed) {
+                    let removed = state.db(move |s| s.device_removed(device)).await;
+                    if matches!(removed, Ok(true)) {
+                        tracing::info!(connection, "closing: this device was removed");
+                        let gone = Failure::new(
+                            ErrorCode::AuthFailed,
+                            "this device was removed by another device of its user; it can no longer connect",
+                        );
+                        let _ = out.send(error_frame(0, gone)).await;
+                        let _ = out.send(Message::Close(None)).await;
+                        return;
+                    }
+                }
                 if batch.is_empty() {
                     if !drained {
                         drained = true;
@@ -58,11 +78,15 @@ impl Session {
                         }
                     }
                     tokio::select! {
-                        r = wake.changed() => if r.is_err() { return },
+                        r = wake.changed() => {
+                            if r.is_err() { return }
+                            noticed = true;
+                        }
                         _ = tokio::time::sleep(poll) => {}
                     }
                     continue;
                 }
+                noticed = false;
                 tracing::debug!(
                     connection,
                     first_seq = batch.first().map(|q| q.seq),

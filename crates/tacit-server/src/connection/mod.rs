@@ -49,6 +49,7 @@ impl From<StoreError> for Failure {
         let code = match &e {
             StoreError::HandleTaken(_) | StoreError::DeviceExists(_) => ErrorCode::HandleTaken,
             StoreError::UnknownUser(_) => ErrorCode::UnknownUser,
+            StoreError::UnknownDevice(_) => ErrorCode::UnknownDevice,
             StoreError::GroupExists => ErrorCode::GroupExists,
             StoreError::UnknownGroup => ErrorCode::UnknownGroup,
             StoreError::NotAMember => ErrorCode::NotAMember,
@@ -291,6 +292,7 @@ fn request_kind(body: &Req) -> &'static str {
         Req::ClaimKeyPackages(_) => "claim_key_packages",
         Req::LookupUser(_) => "lookup_user",
         Req::ListDevices(_) => "list_devices",
+        Req::RemoveDevice(_) => "remove_device",
         Req::CreateGroup(_) => "create_group",
         Req::SendCommit(_) => "send_commit",
         Req::SendMessage(_) => "send_message",

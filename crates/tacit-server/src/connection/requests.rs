@@ -21,6 +21,15 @@ impl Session {
                 "authenticate first",
             ));
         };
+        // The delivery task ends by itself only when it finds this device removed (or the
+        // connection or server going away): refuse whatever the device still sends, and close.
+        if self.delivery.as_ref().is_some_and(|d| d.is_finished()) {
+            self.close = true;
+            return Err(Failure::new(
+                ErrorCode::AuthFailed,
+                "this connection no longer serves this device (it was removed, or the server is going away); reconnect to find out which",
+            ));
+        }
         let limits = self.state.limits.clone();
         let ttl_ms = limits.message_ttl_secs.saturating_mul(1000);
         match body {
@@ -97,6 +106,35 @@ impl Session {
                 Ok(Some(Resp::DeviceList(v1::DeviceList {
                     device_certificates: user.certificates,
                 })))
+            }
+            Req::RemoveDevice(r) => {
+                self.rate_limit(&device)?;
+                if r.device_id == device.device_id {
+                    return Err(Failure::new(
+                        ErrorCode::NotAllowed,
+                        "a device cannot remove itself; remove it from another of your devices",
+                    ));
+                }
+                let handle = device.handle.clone();
+                let removed = self
+                    .state
+                    .db(move |s| s.remove_device(&handle, r.device_id))
+                    .await
+                    .map_err(|e| match e {
+                        StoreError::UnknownDevice(_) => Failure::new(
+                            ErrorCode::UnknownDevice,
+                            format!(
+                                "{} has no device {:016x} (removed already, or not one of yours); see `tacit device list`",
+                                device.handle, r.device_id
+                            ),
+                        ),
+                        e => e.into(),
+                    })?;
+                tracing::info!(connection = self.id, handle = %device.handle, removed = format!("{:016x}", r.device_id), "device removed");
+                // Wakes the removed device's delivery, wherever it is connected, so that it
+                // notices the removal and closes its connection.
+                self.state.notifier.notify(removed);
+                Ok(Some(Resp::Done(v1::Done {})))
             }
             Req::CreateGroup(c) => {
                 let key = device.key;

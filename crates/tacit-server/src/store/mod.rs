@@ -26,6 +26,9 @@ pub enum StoreError {
     /// A device with that id exists already.
     #[error("device {0} already exists")]
     DeviceExists(String),
+    /// The user has no such device, or it was removed.
+    #[error("{0} has no such device (removed already, or never registered)")]
+    UnknownDevice(String),
     /// The group id is taken.
     #[error("a group with this id exists already")]
     GroupExists,
@@ -171,6 +174,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<DeviceRecord, StoreError>;
     /// A device, if registered.
     fn device(&self, handle: &str, device_id: u64) -> Result<Option<DeviceRecord>, StoreError>;
+    /// Removes a device of `handle` for good: marks it removed (so it can no longer
+    /// authenticate and is left out of the directory), deletes its KeyPackages and its queue, and
+    /// drops it from every group's routing, in one transaction. Returns its row id, or
+    /// [`StoreError::UnknownDevice`] if `handle` has no such device that is not removed already.
+    fn remove_device(&self, handle: &str, device_id: u64) -> Result<DeviceKey, StoreError>;
+    /// Whether the device with this row id was removed (or does not exist).
+    fn device_removed(&self, device: DeviceKey) -> Result<bool, StoreError>;
     /// A user, if registered.
     fn user(&self, handle: &str) -> Result<Option<UserRecord>, StoreError>;
     /// Adds one-time KeyPackages and optionally replaces the last-resort one.

@@ -77,6 +77,7 @@ both_backends!(
     groups_are_unique_and_visible_to_members_only,
     each_device_acknowledges_only_its_own_copy,
     a_closed_store_refuses_everything,
+    a_removed_device_is_gone_everywhere,
 );
 
 /// alice (device 1) creates "g" and adds bob (device 2) and carol (device 3).
@@ -550,4 +551,99 @@ fn a_closed_store_refuses_everything(s: TestStore) {
         s.create_account("bob", &[3; 32], 2, &[4; 32], b"c"),
         Err(StoreError::Closed)
     ));
+}
+
+fn a_removed_device_is_gone_everywhere(s: TestStore) {
+    let (a, b, c) = group_of_three(s.as_ref());
+    // alice's second device, in the group, with KeyPackages and something queued.
+    let a2 = s.add_device("alice", 4, &[14; 32], b"c4").unwrap();
+    s.upload_key_packages(a2.key, &[b"k1".to_vec(), b"k2".to_vec()], Some(b"lr"), 10)
+        .unwrap();
+    let add = [("alice".to_string(), 4u64)];
+    s.commit(
+        &CommitRequest {
+            group_id: b"g",
+            sender: &a,
+            epoch: 1,
+            commit: b"c1",
+            welcome: b"w",
+            added: &add,
+            removed: &[],
+        },
+        1000,
+        60_000,
+    )
+    .unwrap();
+    s.send_message(b"g", &b, b"before", 1000, 60_000).unwrap();
+    assert!(!s.fetch(a2.key, 0, 100).unwrap().is_empty());
+    assert!(!s.device_removed(a2.key).unwrap());
+
+    // Another user cannot name it: the device id is looked up among bob's own devices.
+    assert!(matches!(
+        s.remove_device("bob", 4),
+        Err(StoreError::UnknownDevice(_))
+    ));
+    assert_eq!(s.remove_device("alice", 4).unwrap(), a2.key);
+
+    assert!(s.device_removed(a2.key).unwrap());
+    assert!(
+        s.device("alice", 4).unwrap().is_none(),
+        "cannot authenticate"
+    );
+    assert_eq!(
+        s.user("alice").unwrap().unwrap().certificates,
+        vec![b"c".to_vec()]
+    );
+    assert_eq!(s.key_package_stock(a2.key).unwrap(), (0, false));
+    let (_, claimed) = s.claim_key_packages("alice", &[]).unwrap();
+    assert!(claimed.iter().all(|k| k.device_id != 4), "{claimed:?}");
+    assert!(
+        s.fetch(a2.key, 0, 100).unwrap().is_empty(),
+        "its queue is gone"
+    );
+    let (_, members) = s.group_state(b"g", a.key).unwrap();
+    assert!(!members.contains(&("alice".to_string(), 4)), "{members:?}");
+    // Nothing sent afterwards is queued for it; the others still get everything.
+    let notify = s.send_message(b"g", &b, b"after", 1000, 60_000).unwrap();
+    assert!(!notify.contains(&a2.key));
+    assert!(s.fetch(a2.key, 0, 100).unwrap().is_empty());
+    let for_c: Vec<Vec<u8>> = s
+        .fetch(c.key, 0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|q| q.payload)
+        .collect();
+    assert!(
+        for_c.ends_with(&[b"before".to_vec(), b"after".to_vec()]),
+        "{for_c:?}"
+    );
+    // Its own sends are refused; it cannot be removed twice, re-registered under the same id,
+    // or added to a group again.
+    assert!(matches!(
+        s.send_message(b"g", &a2, b"x", 1000, 60_000),
+        Err(StoreError::NotAMember)
+    ));
+    assert!(matches!(
+        s.remove_device("alice", 4),
+        Err(StoreError::UnknownDevice(_))
+    ));
+    assert!(matches!(
+        s.add_device("alice", 4, &[15; 32], b"c5"),
+        Err(StoreError::DeviceExists(_))
+    ));
+    let (epoch, _) = s.group_state(b"g", a.key).unwrap();
+    let r = s.commit(
+        &CommitRequest {
+            group_id: b"g",
+            sender: &a,
+            epoch,
+            commit: b"c2",
+            welcome: b"w",
+            added: &add,
+            removed: &[],
+        },
+        1000,
+        60_000,
+    );
+    assert!(matches!(r, Err(StoreError::UnknownUser(_))), "{r:?}");
 }

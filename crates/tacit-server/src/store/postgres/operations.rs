@@ -81,12 +81,24 @@ fn enqueue(
             ],
         )?
         .get(0);
+    // A device removed while this transaction waited for its row lock is skipped (the lock
+    // wait re-checks `removed`), and the payload counts only the queues it really went to.
     let rows = tx.query(
         "UPDATE devices SET next_seq = next_seq + 1, queue_len = queue_len + 1
-         WHERE id IN (SELECT id FROM devices WHERE id = ANY($1) ORDER BY id FOR UPDATE)
+         WHERE id IN (SELECT id FROM devices WHERE id = ANY($1) AND removed = 0 ORDER BY id FOR UPDATE)
          RETURNING id, next_seq - 1, queue_len, handle",
         &[&recipients],
     )?;
+    if rows.is_empty() {
+        tx.execute("DELETE FROM payloads WHERE id = $1", &[&payload_id])?;
+        return Ok(());
+    }
+    if rows.len() != recipients.len() {
+        tx.execute(
+            "UPDATE payloads SET refs = $2 WHERE id = $1",
+            &[&payload_id, &(rows.len() as i64)],
+        )?;
+    }
     let mut devices = Vec::with_capacity(rows.len());
     let mut seqs = Vec::with_capacity(rows.len());
     for row in rows {
@@ -207,6 +219,31 @@ impl Store for PgStore {
             device_id,
             device_key: r.get(1),
         }))
+    }
+
+    fn remove_device(&self, handle: &str, device_id: u64) -> Result<DeviceKey, StoreError> {
+        self.tx(|tx| {
+            // The device row lock is the one `enqueue` takes: a send that read the group's
+            // members before this removal waits here, then skips the removed device.
+            let key: DeviceKey = tx
+                .query_opt(
+                    "SELECT id FROM devices WHERE handle = $1 AND device_id = $2 AND removed = 0 FOR UPDATE",
+                    &[&handle, &(device_id as i64)],
+                )?
+                .ok_or_else(|| StoreError::UnknownDevice(handle.to_owned()))?
+                .get(0);
+            dequeue(tx, key, i64::MAX as u64)?;
+            tx.execute("DELETE FROM key_packages WHERE device = $1", &[&key])?;
+            tx.execute("DELETE FROM group_members WHERE device = $1", &[&key])?;
+            tx.execute("UPDATE devices SET removed = 1 WHERE id = $1", &[&key])?;
+            Ok(key)
+        })
+    }
+
+    fn device_removed(&self, device: DeviceKey) -> Result<bool, StoreError> {
+        let row =
+            self.read(|s| s.query_opt("SELECT removed FROM devices WHERE id = $1", &[&device]))?;
+        Ok(row.is_none_or(|r| r.get::<_, i16>(0) != 0))
     }
 
     fn user(&self, handle: &str) -> Result<Option<UserRecord>, StoreError> {

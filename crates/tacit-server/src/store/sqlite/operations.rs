@@ -229,6 +229,32 @@ impl Store for SqliteStore {
         self.read(move |tx| device_by_addr(tx, &handle, device_id))
     }
 
+    fn remove_device(&self, handle: &str, device_id: u64) -> Result<DeviceKey, StoreError> {
+        let handle = handle.to_owned();
+        self.tx(move |tx| {
+            let device = device_by_addr(tx, &handle, device_id)?
+                .ok_or_else(|| StoreError::UnknownDevice(handle.clone()))?;
+            dequeue(tx, device.key, i64::MAX as u64)?;
+            tx.prepare_cached("DELETE FROM key_packages WHERE device = ?1")?
+                .execute(params![device.key])?;
+            tx.prepare_cached("DELETE FROM group_members WHERE device = ?1")?
+                .execute(params![device.key])?;
+            tx.prepare_cached("UPDATE devices SET removed = 1 WHERE id = ?1")?
+                .execute(params![device.key])?;
+            Ok(device.key)
+        })
+    }
+
+    fn device_removed(&self, device: DeviceKey) -> Result<bool, StoreError> {
+        self.read(move |tx| {
+            let removed: Option<i64> = tx
+                .prepare_cached("SELECT removed FROM devices WHERE id = ?1")?
+                .query_row(params![device], |r| r.get(0))
+                .optional()?;
+            Ok(removed.is_none_or(|r| r != 0))
+        })
+    }
+
     fn user(&self, handle: &str) -> Result<Option<UserRecord>, StoreError> {
         let handle = handle.to_owned();
         self.read(move |tx| {
