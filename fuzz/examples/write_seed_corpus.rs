@@ -49,6 +49,12 @@ fn main() -> std::io::Result<()> {
             .or_default()
             .push((name.to_owned(), input));
     }
+    for (name, input) in tacit_fuzz::handler::inputs() {
+        corpora
+            .entry("server_handler")
+            .or_default()
+            .push((name, input));
+    }
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     for (target, files) in corpora {

@@ -14,7 +14,7 @@ use tacit_proto::{auth_transcript, encode};
 /// When every seed certificate was issued (ms since the Unix epoch).
 const ISSUED_AT_MS: u64 = 1_700_000_000_000;
 /// The challenge nonce the seed frames sign.
-const NONCE: [u8; 32] = [0x4e; 32];
+pub const NONCE: [u8; 32] = [0x4e; 32];
 
 /// The identity keys the seed certificates are signed with, from fixed secrets. Only the fuzz
 /// targets know these secrets, so no mutated input can carry a new valid signature by them.

@@ -124,6 +124,17 @@ pub struct ServeArgs {
     /// This node's name in logs and on NATS (default: host name and a random suffix).
     #[arg(long, env = "TACIT_NODE_ID")]
     pub node_id: Option<String>,
+    /// New connections and pre-authentication requests per second per client address (IPv4
+    /// address or IPv6 /64); beyond it RATE_LIMITED. 0 turns the limit off.
+    #[arg(long, env = "TACIT_UNAUTHENTICATED_PER_SEC_PER_ADDRESS", default_value_t = tacit_server::Limits::default().unauthenticated_per_sec_per_address)]
+    pub unauthenticated_per_sec_per_address: u32,
+    /// How many of those an address may use at once above the sustained rate.
+    #[arg(long, env = "TACIT_UNAUTHENTICATED_BURST_PER_ADDRESS", default_value_t = tacit_server::Limits::default().unauthenticated_burst_per_address)]
+    pub unauthenticated_burst_per_address: u32,
+    /// Connections open at once that have not authenticated; beyond it new connections get
+    /// UNAVAILABLE and are closed.
+    #[arg(long, env = "TACIT_MAX_UNAUTHENTICATED_CONNECTIONS", default_value_t = tacit_server::Limits::default().max_unauthenticated_connections)]
+    pub max_unauthenticated_connections: usize,
 }
 
 #[derive(Args, Debug)]

@@ -313,6 +313,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         builder.init();
     }
     let mut config = tacit_server::ServerConfig::new(&args.data, args.listen);
+    config.limits.unauthenticated_per_sec_per_address = args.unauthenticated_per_sec_per_address;
+    config.limits.unauthenticated_burst_per_address = args.unauthenticated_burst_per_address;
+    config.limits.max_unauthenticated_connections = args.max_unauthenticated_connections;
     if let Some(url) = args.database {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             anyhow::bail!(

@@ -182,6 +182,15 @@ impl Connection {
         .ok_or_else(|| connect_err("closed before the challenge".into()))?;
         match first.body {
             Some(server_frame::Body::Challenge(c)) => conn.nonce = c.nonce,
+            // Not admitted (too many connections from this address, or waiting to sign in):
+            // the server says why in place of the challenge, then closes.
+            Some(server_frame::Body::Error(e)) => {
+                return Err(ClientError::Server {
+                    code: ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),
+                    message: e.message,
+                    current_epoch: e.current_epoch,
+                })
+            }
             _ => return Err(ClientError::Protocol("expected a challenge first".into())),
         }
         Ok(conn)

@@ -15,12 +15,41 @@ pub struct TlsConfig {
     pub key_path: PathBuf,
 }
 
-/// Bounds on what clients may send and store.
+/// Bounds on what clients may send and store. Each field says what happens beyond it and with
+/// which error code; `README.md` ("Limits") lists them with their defaults.
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Largest frame accepted and answered with a decoded reply; larger frames up to twice this
     /// get a FRAME_TOO_LARGE error, beyond that the WebSocket layer closes the connection.
     pub max_frame_bytes: usize,
+    /// Largest frame accepted before the connection is authenticated (enough for
+    /// RegisterAccount, RegisterDevice and a device-link payload of
+    /// `tacit_proto::limits::MAX_LINK_PAYLOAD_BYTES`); larger ones get FRAME_TOO_LARGE ("...
+    /// authenticate first") and are not decoded, so an anonymous peer cannot make the decoder
+    /// allocate more than `max_decode_alloc_bytes` of this. The connection stays open.
+    pub max_unauthenticated_frame_bytes: usize,
+    /// Sustained rate, per client address (an IPv4 address, an IPv6 /64), of new connections
+    /// and of requests sent before authenticating; 0 turns the limit off. A new connection
+    /// beyond it gets one RATE_LIMITED error frame (with `retry_after_ms`) in place of the
+    /// challenge and is closed; a request beyond it is answered RATE_LIMITED (with
+    /// `retry_after_ms`) and the connection stays open until its authentication deadline.
+    pub unauthenticated_per_sec_per_address: u32,
+    /// How many of those an address may use at once above the sustained rate.
+    pub unauthenticated_burst_per_address: u32,
+    /// Addresses whose rate is tracked at once. Addresses idle long enough for their bucket to
+    /// refill are forgotten; while the table is full of busy addresses, connections from new
+    /// addresses get RATE_LIMITED (with `retry_after_ms`) and are closed.
+    pub max_tracked_addresses: usize,
+    /// Connections open at once that are not (yet) authenticated, in all: WebSocket upgrades
+    /// and connections that have not signed in or are relaying a device link. Beyond it a new
+    /// connection gets one UNAVAILABLE error frame (with `retry_after_ms`) in place of the
+    /// challenge and is closed; authenticated connections are not counted and keep being served.
+    pub max_unauthenticated_connections: usize,
+    /// How long a client has to send a complete HTTP request (the WebSocket upgrade, or any
+    /// later request on a kept-alive connection) after the TCP connection (and TLS handshake)
+    /// is accepted; a client still sending headers then is disconnected (slow-loris). TLS
+    /// handshakes have their own 10 s limit.
+    pub max_http_request_secs: u64,
     /// Envelopes waiting per device before sends to it are refused, whole (LIMIT_EXCEEDED).
     pub max_queue_len_per_device: usize,
     /// One-time KeyPackages kept per device; an upload beyond it is refused (LIMIT_EXCEEDED).
@@ -32,7 +61,8 @@ pub struct Limits {
     pub burst_per_device: u32,
     /// How long an unacknowledged envelope is kept.
     pub message_ttl_secs: u64,
-    /// How long a connection may stay unauthenticated (and idle, for device-link relays).
+    /// How long a connection may stay unauthenticated (and idle, for device-link relays); then it
+    /// gets NOT_AUTHENTICATED and is closed.
     pub max_unauthenticated_secs: u64,
     /// How long a device-link slot lives.
     pub link_slot_ttl_secs: u64,
@@ -47,6 +77,12 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_frame_bytes: tacit_proto::limits::MAX_FRAME_BYTES,
+            max_unauthenticated_frame_bytes: 16 * 1024,
+            unauthenticated_per_sec_per_address: 20,
+            unauthenticated_burst_per_address: 100,
+            max_tracked_addresses: 65_536,
+            max_unauthenticated_connections: 10_000,
+            max_http_request_secs: 10,
             max_queue_len_per_device: 100_000,
             max_key_packages_per_device: 1_000,
             messages_per_sec_per_device: 50,

@@ -8,9 +8,12 @@
 //! are ordered per group: only one commit per epoch is accepted. See `docs/protocol.md`.
 #![forbid(unsafe_code)]
 
+pub mod addrlimit;
 mod config;
 mod connection;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod link;
 pub mod notifier;
 pub mod ratelimit;
@@ -20,7 +23,6 @@ pub mod store;
 pub mod testing;
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,13 +122,21 @@ async fn ws_handler(
     // The read buffer is zero-filled up front and so resident for every connection, even idle
     // ones: 2 KiB holds a typical frame in one read and keeps an idle connection near 10 KiB of
     // server memory (8 KiB gave ~15 KiB; see BENCHMARKS.md, `tacit bench connections`).
+    // Admission (per-address rate, cap on unauthenticated connections) is decided before the
+    // upgrade; a refused client still gets the upgrade and one error frame saying why.
+    let admitted = connection::admit(&state, peer.ip());
     let ws_limit = state.limits.max_frame_bytes.saturating_mul(2);
     ws.max_message_size(ws_limit)
         .max_frame_size(ws_limit)
         .read_buffer_size(2 * 1024)
         .write_buffer_size(8 * 1024)
         .max_write_buffer_size(ws_limit.saturating_mul(2))
-        .on_upgrade(move |socket| connection::serve(socket, state, peer))
+        .on_upgrade(move |socket| async move {
+            match admitted {
+                Ok(slot) => connection::serve(socket, state, peer, slot).await,
+                Err(refused) => connection::refuse(socket, refused, peer).await,
+            }
+        })
 }
 
 /// Opens the configured store off the async runtime (both drivers block).
@@ -176,29 +186,32 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (alive_tx, alive_rx) = tokio::sync::mpsc::channel(1);
-    let state = Arc::new(AppState {
-        store: store.clone(),
+    let state = Arc::new(AppState::new(
+        store.clone(),
         notifier,
-        limits: config.limits.clone(),
-        links: link::LinkSlots::default(),
-        buckets: Default::default(),
-        next_connection: AtomicU64::new(1),
-        shutdown: shutdown_rx,
-        alive: alive_tx,
-    });
+        config.limits.clone(),
+        shutdown_rx,
+        alive_tx,
+    ));
     let app = Router::new()
         .route("/v1", get(ws_handler))
         .with_state(state)
         .into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::<SocketAddr>::new();
+    // Slow-loris: the first HTTP request (the upgrade) must be complete within this after the
+    // connection is accepted, and so must the headers of any later request on it.
+    let http_limit = Duration::from_secs(config.limits.max_http_request_secs.max(1));
     let task = match &config.tls {
         None => {
             tracing::warn!(listen = %config.listen, "serving plain ws:// without TLS: traffic to this address is not encrypted in transit; use --tls-cert/--tls-key for anything but local testing");
-            tokio::spawn(
-                axum_server::bind(config.listen)
-                    .handle(handle.clone())
-                    .serve(app),
-            )
+            let mut server = axum_server::bind(config.listen)
+                .handle(handle.clone())
+                .first_request_timeout(http_limit);
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(Some(http_limit));
+            tokio::spawn(server.serve(app))
         }
         Some(tls) => {
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -212,11 +225,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                             tls.key_path.display()
                         ))
                     })?;
-            tokio::spawn(
-                axum_server::bind_rustls(config.listen, rustls_config)
-                    .handle(handle.clone())
-                    .serve(app),
-            )
+            let mut server = axum_server::bind_rustls(config.listen, rustls_config)
+                .handle(handle.clone())
+                .first_request_timeout(http_limit);
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(Some(http_limit));
+            tokio::spawn(server.serve(app))
         }
     };
     let Some(addr) = handle.listening().await else {

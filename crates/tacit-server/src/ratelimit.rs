@@ -1,4 +1,4 @@
-//! Token buckets for per-device request rates.
+//! Token buckets for request rates (per device, and per address in `addrlimit`).
 
 use std::time::Instant;
 
@@ -35,6 +35,13 @@ impl TokenBucket {
         } else {
             Err((((1.0 - self.tokens) / self.rate_per_sec) * 1000.0).ceil() as u64)
         }
+    }
+
+    /// Whether the bucket would be full at `now`: it is then no different from a new one, and
+    /// whoever keeps it may forget it.
+    pub fn is_full_at(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.rate_per_sec >= self.burst
     }
 }
 

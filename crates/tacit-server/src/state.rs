@@ -1,12 +1,14 @@
 //! State shared by every connection.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::watch;
 
+use crate::addrlimit::{AddressLimiter, AddressRefusal};
 use crate::config::Limits;
 use crate::link::LinkSlots;
 use crate::notifier::Notifier;
@@ -25,6 +27,10 @@ pub struct AppState {
     pub links: LinkSlots,
     /// Per-device rate limits (kept across reconnects).
     pub buckets: Mutex<HashMap<DeviceKey, TokenBucket>>,
+    /// Per-address rate limits on connecting and on requests before authentication.
+    pub addresses: AddressLimiter,
+    /// Connections open and not authenticated (see [`UnauthenticatedSlot`]).
+    pub unauthenticated: AtomicUsize,
     /// Connection ids (for the link relay and logs).
     pub next_connection: AtomicU64,
     /// Becomes true when the server shuts down.
@@ -36,6 +42,49 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The state of a server on `store`, with no connection yet.
+    pub fn new(
+        store: Arc<dyn Store>,
+        notifier: Arc<dyn Notifier>,
+        limits: Limits,
+        shutdown: watch::Receiver<bool>,
+        alive: tokio::sync::mpsc::Sender<()>,
+    ) -> Self {
+        AppState {
+            store,
+            notifier,
+            addresses: AddressLimiter::new(
+                limits.unauthenticated_per_sec_per_address,
+                limits.unauthenticated_burst_per_address,
+                limits.max_tracked_addresses,
+            ),
+            limits,
+            links: LinkSlots::default(),
+            buckets: Default::default(),
+            unauthenticated: AtomicUsize::new(0),
+            next_connection: AtomicU64::new(1),
+            shutdown,
+            alive,
+        }
+    }
+
+    /// Takes a per-address token for something done before authentication (a new connection,
+    /// a request); Err says why not and in how many milliseconds to retry.
+    pub fn take_address_token(&self, ip: IpAddr) -> Result<(), AddressRefusal> {
+        self.addresses.take_at(ip, Instant::now())
+    }
+
+    /// Counts one more unauthenticated connection, unless `max_unauthenticated_connections`
+    /// are already open.
+    pub fn open_unauthenticated(self: &Arc<Self>) -> Option<UnauthenticatedSlot> {
+        let max = self.limits.max_unauthenticated_connections;
+        let before = self.unauthenticated.fetch_add(1, Ordering::AcqRel);
+        if before >= max {
+            self.unauthenticated.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(UnauthenticatedSlot(self.clone()))
+    }
     /// Runs a store operation off the async runtime.
     pub async fn db<T: Send + 'static>(
         &self,
@@ -61,5 +110,15 @@ impl AppState {
                 )
             })
             .take_at(Instant::now())
+    }
+}
+
+/// One unauthenticated connection counted in [`AppState::unauthenticated`]; dropping it (on
+/// authentication or when the connection ends) uncounts it.
+pub struct UnauthenticatedSlot(Arc<AppState>);
+
+impl Drop for UnauthenticatedSlot {
+    fn drop(&mut self) {
+        self.0.unauthenticated.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -21,7 +21,9 @@ pub struct ConnectionsArgs {
     pub count: usize,
     /// Tacit server URL to drive (ws://127.x.y.z:PORT/v1) instead of starting one in this
     /// process on 127.0.0.1 with SQLite in a temporary directory. Only loopback servers: the
-    /// clients bind their sockets to several 127.0.0.0/8 source addresses.
+    /// clients bind their sockets to several 127.0.0.0/8 source addresses, thousands a second
+    /// each: start that server with `--unauthenticated-per-sec-per-address 0` and a
+    /// `--max-unauthenticated-connections` above the count.
     #[arg(long)]
     pub server: Option<String>,
     /// Process id of the `--server`, to read its resident memory from /proc/PID/status.

@@ -120,6 +120,12 @@ async fn start_node(
         .arg(format!("tacit_bench_{run_tag:08x}"))
         .arg("--database-max-connections")
         .arg(NODE_DATABASE_CONNECTIONS.to_string())
+        // Thousands of connections a second from each source address: measure the
+        // connections, not the per-address limiter.
+        .arg("--unauthenticated-per-sec-per-address")
+        .arg("0")
+        .arg("--max-unauthenticated-connections")
+        .arg(usize::MAX.to_string())
         .env("TACIT_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)

@@ -76,6 +76,7 @@ impl Session {
         };
         self.start_delivery(key);
         self.device = Some(device);
+        self.unauthenticated = None;
         Ok(Some(Resp::Authenticated(v1::Authenticated {
             device: Some(address),
             one_time_key_packages_left: left.min(u64::from(u32::MAX)) as u32,

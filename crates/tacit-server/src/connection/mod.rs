@@ -14,11 +14,14 @@ use tacit_proto::validate::validate_client_frame;
 use tacit_proto::{decode_client_frame, encode, DecodeError};
 use tokio::sync::mpsc;
 
+mod admit;
 mod auth;
 mod delivery;
 mod requests;
 
-use crate::state::AppState;
+pub(crate) use admit::{admit, refuse};
+
+use crate::state::{AppState, UnauthenticatedSlot};
 use crate::store::{CommitRequest, DeviceRecord, StoreError};
 
 /// Outgoing frames waiting for the socket, per connection.
@@ -84,10 +87,13 @@ impl From<StoreError> for Failure {
     }
 }
 
-struct Session {
+pub(crate) struct Session {
     state: Arc<AppState>,
     out: mpsc::Sender<Message>,
     id: u64,
+    peer: std::net::IpAddr,
+    /// Held until the connection authenticates (counts it among the unauthenticated ones).
+    unauthenticated: Option<UnauthenticatedSlot>,
     nonce: Option<[u8; 32]>,
     device: Option<DeviceRecord>,
     delivery: Option<tokio::task::JoinHandle<()>>,
@@ -116,8 +122,13 @@ fn error_frame(request_id: u64, f: Failure) -> Message {
     )
 }
 
-/// Serves one WebSocket until it closes or the server shuts down.
-pub async fn serve(socket: WebSocket, state: Arc<AppState>, peer: std::net::SocketAddr) {
+/// Serves one admitted WebSocket until it closes or the server shuts down.
+pub async fn serve(
+    socket: WebSocket,
+    state: Arc<AppState>,
+    peer: std::net::SocketAddr,
+    slot: UnauthenticatedSlot,
+) {
     let id = state.next_connection.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut stream) = socket.split();
     let (out, mut out_rx) = mpsc::channel::<Message>(OUTGOING_FRAMES);
@@ -131,15 +142,7 @@ pub async fn serve(socket: WebSocket, state: Arc<AppState>, peer: std::net::Sock
     });
 
     let nonce: [u8; 32] = rand::random();
-    let mut session = Session {
-        state: state.clone(),
-        out,
-        id,
-        nonce: Some(nonce),
-        device: None,
-        delivery: None,
-        close: false,
-    };
+    let mut session = Session::new(state.clone(), out, id, peer.ip(), nonce, slot);
     tracing::debug!(connection = id, %peer, "connected");
     session
         .send(frame(
@@ -179,6 +182,10 @@ pub async fn serve(socket: WebSocket, state: Arc<AppState>, peer: std::net::Sock
                 }
             }
             Message::Text(_) => {
+                if let Err(f) = session.take_unauthenticated_token() {
+                    session.send(error_frame(0, f)).await;
+                    continue;
+                }
                 session
                     .send(error_frame(
                         0,
@@ -205,15 +212,88 @@ pub async fn serve(socket: WebSocket, state: Arc<AppState>, peer: std::net::Sock
 }
 
 impl Session {
+    /// A session for connection `id` from `peer`, not yet authenticated, whose challenge is
+    /// `nonce`; answers go to `out`.
+    pub(crate) fn new(
+        state: Arc<AppState>,
+        out: mpsc::Sender<Message>,
+        id: u64,
+        peer: std::net::IpAddr,
+        nonce: [u8; 32],
+        slot: UnauthenticatedSlot,
+    ) -> Self {
+        Session {
+            state,
+            out,
+            id,
+            peer,
+            unauthenticated: Some(slot),
+            nonce: Some(nonce),
+            device: None,
+            delivery: None,
+            close: false,
+        }
+    }
+
+    /// Whether the connection asked to be closed (after a failed authentication).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn closing(&self) -> bool {
+        self.close
+    }
+
+    /// Whether a device signed in on this connection.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn authenticated_device(&self) -> bool {
+        self.device.is_some()
+    }
+
+    /// Stops pushing the device's queue (the connection is going away).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn stop_delivery(&mut self) {
+        if let Some(d) = self.delivery.take() {
+            d.abort();
+        }
+    }
+
     async fn send(&self, m: Message) {
         let _ = self.out.send(m).await;
     }
 
+    /// Before authentication, every frame costs a token of the peer's address.
+    fn take_unauthenticated_token(&self) -> Result<(), Failure> {
+        if self.device.is_some() {
+            return Ok(());
+        }
+        self.state
+            .take_address_token(self.peer)
+            .map_err(|r| admit::address_failure(r, "requests"))
+    }
+
     /// Handles one binary frame. Returns true if it was device-link relay traffic (which keeps
     /// an unauthenticated joiner's connection open).
-    async fn handle(&mut self, bytes: &[u8]) -> bool {
+    pub(crate) async fn handle(&mut self, bytes: &[u8]) -> bool {
         let limits = &self.state.limits;
-        let frame = match decode_client_frame(bytes, limits.max_frame_bytes) {
+        let authenticated = self.device.is_some();
+        let limit = if authenticated {
+            limits.max_frame_bytes
+        } else {
+            limits
+                .max_unauthenticated_frame_bytes
+                .min(limits.max_frame_bytes)
+        };
+        // Before authentication the frame is small (so decoding it is cheap) and every frame,
+        // well-formed or not, costs a token of the peer's address.
+        let decoded = decode_client_frame(bytes, limit);
+        if let Err(f) = self.take_unauthenticated_token() {
+            tracing::debug!(
+                connection = self.id,
+                "unauthenticated request over the address rate"
+            );
+            let request_id = decoded.as_ref().map_or(0, |f| f.request_id);
+            self.send(error_frame(request_id, f)).await;
+            return false;
+        }
+        let frame = match decoded {
             Ok(f) => f,
             Err(e) => {
                 let code = match e {
@@ -225,8 +305,14 @@ impl Session {
                     len = bytes.len(),
                     "refused frame: {e}"
                 );
-                self.send(error_frame(0, Failure::new(code, e.to_string())))
-                    .await;
+                let mut message = e.to_string();
+                if code == ErrorCode::FrameTooLarge && !authenticated {
+                    message.push_str(
+                        " before authentication; authenticate first (Authenticate, \
+                         RegisterAccount or RegisterDevice), larger frames are accepted after",
+                    );
+                }
+                self.send(error_frame(0, Failure::new(code, message))).await;
                 return false;
             }
         };

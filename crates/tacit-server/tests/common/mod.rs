@@ -302,3 +302,44 @@ pub async fn signed_in(url: &str, who: &Identity) -> Raw {
     assert!(matches!(r, Resp::Authenticated(_)), "{r:?}");
     c
 }
+
+/// Opens a WebSocket to `server` from the loopback source address `source` (127.0.0.x), to
+/// show per-address behaviour on one machine.
+pub async fn ws_from(server: &tacit_server::RunningServer, source: std::net::Ipv4Addr) -> Ws {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from((source, 0)))
+        .unwrap();
+    let stream = socket.connect(server.local_addr()).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(
+        server.url(),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .unwrap();
+    ws
+}
+
+/// A client from the source address `source` that read its challenge.
+pub async fn raw_from(server: &tacit_server::RunningServer, source: std::net::Ipv4Addr) -> Raw {
+    Raw::from_ws(ws_from(server, source).await).await
+}
+
+/// The first frame on `ws` if it is an error, and then that the server closed the connection.
+pub async fn refused(ws: Ws) -> v1::Error {
+    let mut raw = Raw {
+        ws,
+        nonce: vec![],
+        next: 1,
+        pushed: vec![],
+    };
+    let first = raw.recv_or_closed().await.expect("an error frame first");
+    let Some(Resp::Error(e)) = first.body else {
+        panic!("expected an error in place of the challenge, got {first:?}");
+    };
+    assert!(
+        raw.recv_or_closed().await.is_none(),
+        "closed after the error"
+    );
+    e
+}
