@@ -1,6 +1,15 @@
 //! Processing what the server delivers: Welcomes, commits and application messages. The effect
 //! of an envelope and the record that it was processed are committed in one transaction, so a
 //! crash can neither lose a message nor process one twice.
+//!
+//! Two kinds of copies reach a device after a crash, and both are dropped quietly (and
+//! acknowledged):
+//! - the same envelope again (same sequence number): the server crashed, or the connection
+//!   dropped, after the device processed it but before its acknowledgment was committed;
+//! - the same message bytes under a new sequence number: the server committed a message but
+//!   crashed before answering, so the sender's outbox sent the identical bytes again. The
+//!   digests of the last [`RECENT_DIGESTS`] messages of each conversation are kept to recognise
+//!   them (a copy could not be decrypted a second time anyway: MLS deletes used keys).
 
 use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::*;
@@ -25,8 +34,57 @@ use crate::store::{Namespace, StoreTx};
 pub enum Processed {
     /// Processed now; these things happened.
     Events(Vec<Event>),
-    /// Already processed before (a redelivery after a crash or reconnect); acknowledge again.
+    /// Already processed before (a redelivery after a crash or reconnect, or a copy the sender
+    /// resent because the server's answer was lost); acknowledge it and show nothing.
     Duplicate,
+}
+
+/// How many message digests per conversation are remembered to recognise a resent copy. A
+/// resend is always the sender's latest message in that conversation, so a copy arrives after
+/// it with only the messages other members sent in the meantime in between. An older copy
+/// still cannot show twice: MLS refuses to decrypt it again (its key was deleted when it was
+/// first read), so it is refused with a line in the history instead of dropped quietly.
+pub(crate) const RECENT_DIGESTS: usize = 128;
+
+const DIGEST_LEN: usize = 32;
+
+/// The digest that identifies a message envelope's bytes; None for other kinds (commits and
+/// Welcomes are never resent as new envelopes: the server refuses a second commit for an epoch).
+fn message_digest(envelope: &v1::Envelope) -> Option<[u8; DIGEST_LEN]> {
+    (envelope.kind == EnvelopeKind::Message as i32)
+        .then(|| Sha256::digest(&envelope.payload).into())
+}
+
+/// Whether a message with this digest was processed recently in the conversation.
+fn seen_recently(tx: &StoreTx<'_>, group_id: &[u8], digest: &[u8; DIGEST_LEN]) -> Result<bool> {
+    let recent = tx
+        .get(Namespace::Meta, &recent_digests_key(group_id))?
+        .unwrap_or_default();
+    Ok(recent.chunks_exact(DIGEST_LEN).any(|d| d == digest))
+}
+
+/// Remembers a processed message's digest, forgetting the oldest beyond [`RECENT_DIGESTS`].
+fn remember(tx: &StoreTx<'_>, group_id: &[u8], digest: &[u8; DIGEST_LEN]) -> Result<()> {
+    let key = recent_digests_key(group_id);
+    let mut recent = tx.get(Namespace::Meta, &key)?.unwrap_or_default();
+    recent.truncate(recent.len() - recent.len() % DIGEST_LEN);
+    recent.extend_from_slice(digest);
+    let excess = recent.len().saturating_sub(RECENT_DIGESTS * DIGEST_LEN);
+    recent.drain(..excess);
+    Ok(tx.put(Namespace::Meta, &key, &recent)?)
+}
+
+/// Records a dropped redelivery: moves the queue position on and counts it.
+fn drop_redelivery(tx: &StoreTx<'_>, seq: u64) -> Result<Processed> {
+    let last: u64 = tx.get_json(Namespace::Meta, META_LAST_SEQ)?.unwrap_or(0);
+    if seq > last {
+        tx.put_json(Namespace::Meta, META_LAST_SEQ, &seq)?;
+    }
+    let dropped: u64 = tx
+        .get_json(Namespace::Meta, META_REDELIVERIES)?
+        .unwrap_or(0);
+    tx.put_json(Namespace::Meta, META_REDELIVERIES, &(dropped + 1))?;
+    Ok(Processed::Duplicate)
 }
 
 fn short(group_id: &[u8]) -> String {
@@ -41,6 +99,16 @@ impl Device {
             .transaction(|tx| Ok(tx.get_json(Namespace::Meta, META_LAST_SEQ)?.unwrap_or(0)))
     }
 
+    /// How many redelivered envelopes (already processed, or a resent copy of a processed
+    /// message) this device recognised and dropped, over its lifetime.
+    pub fn redeliveries_dropped(&mut self) -> Result<u64> {
+        self.store.transaction(|tx| {
+            Ok(tx
+                .get_json(Namespace::Meta, META_REDELIVERIES)?
+                .unwrap_or(0))
+        })
+    }
+
     /// Records an envelope as handled without processing it (the driver could not satisfy what
     /// it needs, e.g. a sender's identity key changed) and reports why.
     pub fn refuse_envelope(&mut self, envelope: &v1::Envelope, reason: &str) -> Result<Event> {
@@ -49,6 +117,10 @@ impl Device {
             let last: u64 = tx.get_json(Namespace::Meta, META_LAST_SEQ)?.unwrap_or(0);
             if seq > last {
                 tx.put_json(Namespace::Meta, META_LAST_SEQ, &seq)?;
+            }
+            // A resent copy of a refused message is dropped, not refused again.
+            if let Some(digest) = message_digest(envelope) {
+                remember(tx, &envelope.group_id, &digest)?;
             }
             if let Ok(c) = get_conversation(tx, &envelope.group_id) {
                 system_line(
@@ -77,7 +149,13 @@ impl Device {
             let tx = op.tx;
             let last: u64 = tx.get_json(Namespace::Meta, META_LAST_SEQ)?.unwrap_or(0);
             if seq <= last {
-                return Ok(Processed::Duplicate);
+                return drop_redelivery(tx, seq);
+            }
+            let digest = message_digest(envelope);
+            if let Some(d) = &digest {
+                if seen_recently(tx, &envelope.group_id, d)? {
+                    return drop_redelivery(tx, seq);
+                }
             }
             let events = match EnvelopeKind::try_from(envelope.kind) {
                 Ok(EnvelopeKind::Welcome) => process_welcome(op, envelope)?,
@@ -90,6 +168,9 @@ impl Device {
                     })
                 }
             };
+            if let Some(d) = &digest {
+                remember(tx, &envelope.group_id, d)?;
+            }
             tx.put_json(Namespace::Meta, META_LAST_SEQ, &seq)?;
             Ok(Processed::Events(events))
         });

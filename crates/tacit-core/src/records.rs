@@ -8,6 +8,8 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 pub(crate) const META_ACCOUNT: &[u8] = b"account";
 pub(crate) const META_LAST_SEQ: &[u8] = b"last_seq";
 pub(crate) const META_OUTBOX_NEXT: &[u8] = b"outbox_next";
+/// How many redelivered envelopes were recognised and dropped (a diagnostic figure).
+pub(crate) const META_REDELIVERIES: &[u8] = b"redeliveries_dropped";
 
 /// The device's own account, with its secrets. Wiped from memory when dropped.
 #[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
@@ -113,5 +115,13 @@ pub(crate) fn seen_key(group_id: &[u8], message_id: &[u8]) -> Vec<u8> {
     key.extend_from_slice(group_id);
     key.push(b':');
     key.extend_from_slice(message_id);
+    key
+}
+
+/// The digests of the last message envelopes processed in a conversation (see
+/// `incoming::RECENT_DIGESTS`), to recognise a resent copy.
+pub(crate) fn recent_digests_key(group_id: &[u8]) -> Vec<u8> {
+    let mut key = b"recent:".to_vec();
+    key.extend_from_slice(group_id);
     key
 }

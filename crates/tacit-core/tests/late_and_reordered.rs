@@ -147,3 +147,80 @@ fn key_package_with_certificate_from_wrong_identity_is_refused_by_name() {
         other => panic!("expected BadDevice, got {other:?}"),
     }
 }
+
+/// The server committed a message but crashed before answering, so the sender's outbox sent the
+/// identical bytes again: the recipient gets them under a new sequence number. The copy is
+/// dropped quietly (no refusal line, no second history entry) and counted.
+#[test]
+fn resent_copy_under_a_new_sequence_number_is_dropped_quietly() {
+    let mut alice = Peer::new("alice");
+    let mut bob = Peer::new("bob");
+    let gid = pair(&mut alice, &mut bob);
+    let first = alice.device.encrypt_text(&gid, "first").unwrap();
+    let second = alice.device.encrypt_text(&gid, "second").unwrap();
+    let before = bob.device.history(&gid).unwrap().len();
+    let dropped_before = bob.device.redeliveries_dropped().unwrap();
+    let mut deliver = |m: &tacit_core::OutgoingMessage| {
+        bob.deliver(EnvelopeKind::Message, &gid, &m.message, "alice")
+            .unwrap()
+    };
+    assert_eq!(texts(deliver(&first)), vec!["first"]);
+    assert_eq!(deliver(&first), Processed::Duplicate);
+    assert_eq!(texts(deliver(&second)), vec!["second"]);
+    assert_eq!(deliver(&second), Processed::Duplicate);
+    assert_eq!(deliver(&first), Processed::Duplicate);
+    let history = bob.device.history(&gid).unwrap();
+    let new: Vec<_> = history[before..].iter().map(|h| h.text.as_str()).collect();
+    assert_eq!(
+        new,
+        vec!["first", "second"],
+        "no refusal line, nothing twice"
+    );
+    assert_eq!(
+        bob.device.redeliveries_dropped().unwrap(),
+        dropped_before + 3
+    );
+    assert_eq!(
+        bob.device.last_seq().unwrap(),
+        bob.seq,
+        "the queue moved on"
+    );
+    // The conversation still works both ways.
+    let third = alice.device.encrypt_text(&gid, "third").unwrap();
+    assert_eq!(
+        texts(
+            bob.deliver(EnvelopeKind::Message, &gid, &third.message, "alice")
+                .unwrap()
+        ),
+        vec!["third"]
+    );
+}
+
+/// Only the last 128 messages of a conversation are remembered; a copy of an
+/// older one is refused by MLS (its key is gone) and still shown only once.
+#[test]
+fn a_copy_older_than_the_remembered_digests_is_refused_not_shown_twice() {
+    let mut alice = Peer::new("alice");
+    let mut bob = Peer::new("bob");
+    let gid = pair(&mut alice, &mut bob);
+    let old = alice.device.encrypt_text(&gid, "old").unwrap();
+    bob.deliver(EnvelopeKind::Message, &gid, &old.message, "alice")
+        .unwrap();
+    for i in 0..130 {
+        let m = alice.device.encrypt_text(&gid, &format!("m{i}")).unwrap();
+        bob.deliver(EnvelopeKind::Message, &gid, &m.message, "alice")
+            .unwrap();
+    }
+    match bob
+        .deliver(EnvelopeKind::Message, &gid, &old.message, "alice")
+        .unwrap()
+    {
+        Processed::Events(events) => assert!(
+            matches!(&events[..], [tacit_core::Event::Refused { .. }]),
+            "{events:?}"
+        ),
+        Processed::Duplicate => panic!("the window is bounded: expected a refusal"),
+    }
+    let history = bob.device.history(&gid).unwrap();
+    assert_eq!(history.iter().filter(|h| h.text == "old").count(), 1);
+}
