@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 mod auth;
 mod delivery;
+mod pipeline;
 mod requests;
 
 use crate::state::AppState;
@@ -91,6 +92,8 @@ struct Session {
     device: Option<DeviceRecord>,
     delivery: Option<tokio::task::JoinHandle<()>>,
     close: bool,
+    /// Requests in flight (see `pipeline.rs`).
+    pipeline: pipeline::Pipeline,
 }
 
 fn frame(request_id: u64, body: Resp) -> Message {
@@ -138,6 +141,7 @@ pub async fn serve(socket: WebSocket, state: Arc<AppState>, peer: std::net::Sock
         device: None,
         delivery: None,
         close: false,
+        pipeline: pipeline::Pipeline::default(),
     };
     tracing::debug!(connection = id, %peer, "connected");
     session
@@ -161,7 +165,14 @@ pub async fn serve(socket: WebSocket, state: Arc<AppState>, peer: std::net::Sock
     loop {
         let authenticated = session.device.is_some();
         let message = tokio::select! {
-            m = stream.next() => m,
+            // With too many requests in flight, stop reading until one is answered.
+            m = stream.next(), if !session.pipeline.is_full() => m,
+            Some(answer) = session.pipeline.next() => {
+                if let Some(m) = answer {
+                    session.send(m).await;
+                }
+                continue;
+            }
             _ = tokio::time::sleep_until(unauth_deadline), if !authenticated => {
                 tracing::debug!(connection = id, "closing: not authenticated in time");
                 session.send(error_frame(0, Failure::new(ErrorCode::NotAuthenticated, "authenticate within the time limit"))).await;
@@ -195,6 +206,8 @@ pub async fn serve(socket: WebSocket, state: Arc<AppState>, peer: std::net::Sock
             break;
         }
     }
+    // Answer what is in flight: those writes happen regardless, and their clients should know.
+    session.drain().await;
     if let Some(d) = session.delivery.take() {
         d.abort();
     }
@@ -231,6 +244,8 @@ impl Session {
         };
         let request_id = frame.request_id;
         if let Err(e) = validate_client_frame(&frame) {
+            // Answers go out in request order.
+            self.drain().await;
             self.send(error_frame(
                 request_id,
                 Failure::new(ErrorCode::MalformedFrame, e.to_string()),
@@ -260,19 +275,20 @@ impl Session {
             ),
         }
         let answer = if self.device.is_some() {
-            self.authenticated(body).await
+            // Messages and acknowledgments are pipelined; any other request waits until
+            // everything before it has been answered, then runs alone.
+            match self.submit(body, request_id, kind).await {
+                Ok(()) => return relay,
+                Err(body) => {
+                    self.drain().await;
+                    self.authenticated(body).await
+                }
+            }
         } else {
             self.unauthenticated(body).await
         };
-        match answer {
-            Ok(Some(resp)) if request_id != 0 || !matches!(resp, Resp::Done(_)) => {
-                self.send(frame_for(request_id, resp)).await
-            }
-            Ok(_) => {}
-            Err(f) => {
-                tracing::debug!(connection = self.id, kind, request_id, code = ?f.code, "request refused");
-                self.send(error_frame(request_id, f)).await
-            }
+        if let Some(m) = pipeline::answer_frame(self.id, kind, request_id, answer) {
+            self.send(m).await;
         }
         relay
     }
