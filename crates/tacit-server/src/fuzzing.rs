@@ -72,12 +72,25 @@ impl FrameHandler {
         let session = &mut self.session;
         let out = &mut self.out;
         runtime.block_on(async {
-            let handled = session.handle(frame);
-            tokio::pin!(handled);
-            loop {
-                tokio::select! {
-                    _ = &mut handled => break,
-                    Some(m) = out.recv() => push_binary(&mut sent, m),
+            {
+                let handled = session.handle(frame);
+                tokio::pin!(handled);
+                loop {
+                    tokio::select! {
+                        _ = &mut handled => break,
+                        Some(m) = out.recv() => push_binary(&mut sent, m),
+                    }
+                }
+            }
+            // Pipelined requests (messages, acknowledgments) are answered once committed.
+            {
+                let drained = session.drain();
+                tokio::pin!(drained);
+                loop {
+                    tokio::select! {
+                        _ = &mut drained => break,
+                        Some(m) = out.recv() => push_binary(&mut sent, m),
+                    }
                 }
             }
             // Let the delivery task (if the connection signed in) push what is queued.

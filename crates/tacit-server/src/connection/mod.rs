@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 mod admit;
 mod auth;
 mod delivery;
+mod pipeline;
 mod requests;
 
 pub(crate) use admit::{admit, refuse};
@@ -98,6 +99,8 @@ pub(crate) struct Session {
     device: Option<DeviceRecord>,
     delivery: Option<tokio::task::JoinHandle<()>>,
     close: bool,
+    /// Requests in flight (see `pipeline.rs`).
+    pipeline: pipeline::Pipeline,
 }
 
 fn frame(request_id: u64, body: Resp) -> Message {
@@ -165,7 +168,14 @@ pub async fn serve(
     loop {
         let authenticated = session.device.is_some();
         let message = tokio::select! {
-            m = stream.next() => m,
+            // With too many requests in flight, stop reading until one is answered.
+            m = stream.next(), if !session.pipeline.is_full() => m,
+            Some(answer) = session.pipeline.next() => {
+                if let Some(m) = answer {
+                    session.send(m).await;
+                }
+                continue;
+            }
             _ = tokio::time::sleep_until(unauth_deadline), if !authenticated => {
                 tracing::debug!(connection = id, "closing: not authenticated in time");
                 session.send(error_frame(0, Failure::new(ErrorCode::NotAuthenticated, "authenticate within the time limit"))).await;
@@ -203,6 +213,8 @@ pub async fn serve(
             break;
         }
     }
+    // Answer what is in flight: those writes happen regardless, and their clients should know.
+    session.drain().await;
     if let Some(d) = session.delivery.take() {
         d.abort();
     }
@@ -232,6 +244,7 @@ impl Session {
             device: None,
             delivery: None,
             close: false,
+            pipeline: pipeline::Pipeline::default(),
         }
     }
 
@@ -318,6 +331,8 @@ impl Session {
         };
         let request_id = frame.request_id;
         if let Err(e) = validate_client_frame(&frame) {
+            // Answers go out in request order.
+            self.drain().await;
             self.send(error_frame(
                 request_id,
                 Failure::new(ErrorCode::MalformedFrame, e.to_string()),
@@ -347,19 +362,20 @@ impl Session {
             ),
         }
         let answer = if self.device.is_some() {
-            self.authenticated(body).await
+            // Messages and acknowledgments are pipelined; any other request waits until
+            // everything before it has been answered, then runs alone.
+            match self.submit(body, request_id, kind).await {
+                Ok(()) => return relay,
+                Err(body) => {
+                    self.drain().await;
+                    self.authenticated(body).await
+                }
+            }
         } else {
             self.unauthenticated(body).await
         };
-        match answer {
-            Ok(Some(resp)) if request_id != 0 || !matches!(resp, Resp::Done(_)) => {
-                self.send(frame_for(request_id, resp)).await
-            }
-            Ok(_) => {}
-            Err(f) => {
-                tracing::debug!(connection = self.id, kind, request_id, code = ?f.code, "request refused");
-                self.send(error_frame(request_id, f)).await
-            }
+        if let Some(m) = pipeline::answer_frame(self.id, kind, request_id, answer) {
+            self.send(m).await;
         }
         relay
     }

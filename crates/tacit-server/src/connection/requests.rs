@@ -3,7 +3,7 @@
 use super::*;
 
 impl Session {
-    fn rate_limit(&self, device: &DeviceRecord) -> Result<(), Failure> {
+    pub(super) fn rate_limit(&self, device: &DeviceRecord) -> Result<(), Failure> {
         self.state.take_token(device.key).map_err(|wait| {
             let mut f = Failure::new(
                 ErrorCode::RateLimited,

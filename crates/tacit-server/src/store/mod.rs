@@ -5,10 +5,12 @@
 //! UPDATE`; no triggers, no server-side functions, no LISTEN/NOTIFY, no advisory locks.
 
 mod migrate;
+mod pipelined;
 mod postgres;
 mod sqlite;
 
 pub use self::postgres::{PgOptions, PgStore};
+pub use pipelined::{Outcome, PipelinedWrites, Submitted};
 pub use sqlite::SqliteStore;
 
 /// A device's row id in the store.
@@ -148,7 +150,7 @@ pub struct CommitRequest<'a> {
 /// whole and durably, or not at all.
 ///
 /// The methods are blocking; the server calls them from `tokio::task::spawn_blocking`, never
-/// on the async runtime's worker threads. A backend must be safe to call from many threads at
+/// on the async runtime's worker threads (except [`Store::pipelined`]'s, which do not block). A backend must be safe to call from many threads at
 /// once and must keep these promises under concurrency:
 /// - a one-time KeyPackage is handed out at most once;
 /// - a group's epoch moves by compare-and-set: of two commits against one epoch, one wins;
@@ -224,6 +226,12 @@ pub trait Store: Send + Sync + 'static {
         -> Result<Vec<Queued>, StoreError>;
     /// Deletes `device`'s envelopes with seq <= `up_to`.
     fn ack(&self, device: DeviceKey, up_to: u64) -> Result<(), StoreError>;
+    /// The backend's pipelined writes, if it orders writes as they are submitted (SQLite's
+    /// writer thread). `None` (the default, PostgreSQL): the server runs each connection's writes
+    /// one after another through the blocking methods.
+    fn pipelined(&self) -> Option<&dyn PipelinedWrites> {
+        None
+    }
     /// A group's epoch and members (members only).
     fn group_state(
         &self,

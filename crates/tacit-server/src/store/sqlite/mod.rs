@@ -5,7 +5,9 @@
 //! `writer.rs`): each operation is all-or-nothing (a savepoint), operations are applied one after
 //! another (so read-then-write sequences — claims, epoch compare-and-set, sequence numbers —
 //! cannot interleave), and each is answered only after its group's COMMIT, one fsync for many
-//! operations. Reads use separate connections (WAL readers do not wait for the writer), each a
+//! operations. Messages and acknowledgments can also be submitted without blocking
+//! ([`PipelinedWrites`]): they take their place in the writer's queue at once and are answered
+//! after their group's COMMIT, so a connection pipelines them in order. Reads use separate connections (WAL readers do not wait for the writer), each a
 //! read transaction, one consistent snapshot.
 
 use std::path::{Path, PathBuf};
@@ -93,6 +95,21 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let guard = self.writer.read().map_err(|_| lock_err())?;
         guard.as_ref().ok_or(StoreError::Closed)?.write(f)
+    }
+
+    /// A pipelined write: queued on the writer thread now, without blocking (see
+    /// [`Writer::submit`]); resolves once its group is committed.
+    fn submit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Submitted<T> {
+        match self.writer.read() {
+            Ok(guard) => match guard.as_ref() {
+                Some(w) => w.submit(f),
+                None => Submitted::refused(StoreError::Closed),
+            },
+            Err(_) => Submitted::refused(lock_err()),
+        }
     }
 
     /// A read: one read transaction on a reader connection (one consistent snapshot).

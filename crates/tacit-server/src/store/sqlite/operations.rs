@@ -160,6 +160,61 @@ fn insert_device(
     })
 }
 
+/// Queues an application message for every other member of the group.
+fn send_message(
+    tx: &Connection,
+    group_id: &[u8],
+    sender: &DeviceRecord,
+    message: &[u8],
+    max_queue: usize,
+    ttl_ms: u64,
+) -> Result<Vec<DeviceKey>, StoreError> {
+    let exists = tx
+        .prepare_cached("SELECT 1 FROM groups WHERE group_id = ?1")?
+        .query_row(params![group_id], |_| Ok(()))
+        .optional()?;
+    if exists.is_none() {
+        return Err(StoreError::UnknownGroup);
+    }
+    if !is_member(tx, group_id, sender.key)? {
+        return Err(StoreError::NotAMember);
+    }
+    let recipients: Vec<DeviceKey> = members(tx, group_id)?
+        .into_iter()
+        .filter(|d| *d != sender.key)
+        .collect();
+    enqueue(
+        tx,
+        &NewPayload {
+            kind: EnvelopeKind::Message,
+            group_id,
+            sender,
+            payload: message,
+            ttl_ms,
+        },
+        &recipients,
+        max_queue,
+    )?;
+    Ok(recipients)
+}
+
+impl PipelinedWrites for SqliteStore {
+    fn submit_send_message(
+        &self,
+        group_id: Vec<u8>,
+        sender: DeviceRecord,
+        message: Vec<u8>,
+        max_queue: usize,
+        ttl_ms: u64,
+    ) -> Submitted<Vec<DeviceKey>> {
+        self.submit(move |tx| send_message(tx, &group_id, &sender, &message, max_queue, ttl_ms))
+    }
+
+    fn submit_ack(&self, device: DeviceKey, up_to: u64) -> Submitted<()> {
+        self.submit(move |tx| dequeue(tx, device, up_to))
+    }
+}
+
 impl Store for SqliteStore {
     fn create_account(
         &self,
@@ -474,36 +529,7 @@ impl Store for SqliteStore {
         ttl_ms: u64,
     ) -> Result<Vec<DeviceKey>, StoreError> {
         let (group_id, sender, message) = (group_id.to_vec(), sender.clone(), message.to_vec());
-        self.tx(move |tx| {
-            let (group_id, sender, message) = (group_id.as_slice(), &sender, message.as_slice());
-            let exists = tx
-                .prepare_cached("SELECT 1 FROM groups WHERE group_id = ?1")?
-                .query_row(params![group_id], |_| Ok(()))
-                .optional()?;
-            if exists.is_none() {
-                return Err(StoreError::UnknownGroup);
-            }
-            if !is_member(tx, group_id, sender.key)? {
-                return Err(StoreError::NotAMember);
-            }
-            let recipients: Vec<DeviceKey> = members(tx, group_id)?
-                .into_iter()
-                .filter(|d| *d != sender.key)
-                .collect();
-            enqueue(
-                tx,
-                &NewPayload {
-                    kind: EnvelopeKind::Message,
-                    group_id,
-                    sender,
-                    payload: message,
-                    ttl_ms,
-                },
-                &recipients,
-                max_queue,
-            )?;
-            Ok(recipients)
-        })
+        self.tx(move |tx| send_message(tx, &group_id, &sender, &message, max_queue, ttl_ms))
     }
 
     fn fetch(
@@ -535,6 +561,10 @@ impl Store for SqliteStore {
 
     fn ack(&self, device: DeviceKey, up_to: u64) -> Result<(), StoreError> {
         self.tx(move |tx| dequeue(tx, device, up_to))
+    }
+
+    fn pipelined(&self) -> Option<&dyn PipelinedWrites> {
+        Some(self)
     }
 
     fn group_state(

@@ -9,12 +9,13 @@
 //! operations per fsync.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 
 use rusqlite::Connection;
+use tokio::sync::oneshot;
 
-use crate::store::StoreError;
+use crate::store::{StoreError, Submitted};
 
 /// Most operations committed together.
 pub(super) const MAX_BATCH_OPS: usize = 512;
@@ -36,9 +37,29 @@ trait Operation: Send {
     fn fail(self: Box<Self>, error: StoreError);
 }
 
+/// Where an operation's result goes: a blocked caller thread, or an async task.
+enum Reply<T> {
+    Blocking(SyncSender<Result<T, StoreError>>),
+    Async(oneshot::Sender<Result<T, StoreError>>),
+}
+
+impl<T> Reply<T> {
+    fn send(self, result: Result<T, StoreError>) {
+        // A caller that went away no longer wants the answer; the write stands regardless.
+        match self {
+            Reply::Blocking(tx) => {
+                let _ = tx.send(result);
+            }
+            Reply::Async(tx) => {
+                let _ = tx.send(result);
+            }
+        }
+    }
+}
+
 struct Op<F, T> {
     f: F,
-    reply: SyncSender<Result<T, StoreError>>,
+    reply: Reply<T>,
 }
 
 impl<F, T> Operation for Op<F, T>
@@ -61,13 +82,13 @@ where
                 (Ok(_), Err(e)) => Err(StoreError::Db(format!("commit failed: {e}"))),
                 (Err(e), _) => Err(e),
             };
-            let _ = reply.send(result);
+            reply.send(result);
         });
         (deliver, sound)
     }
 
     fn fail(self: Box<Self>, error: StoreError) {
-        let _ = self.reply.send(Err(error));
+        self.reply.send(Err(error));
     }
 }
 
@@ -133,10 +154,36 @@ impl Writer {
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (reply, result) = mpsc::sync_channel(1);
+        let reply = Reply::Blocking(reply);
         self.queue
             .send(Message::Op(Box::new(Op { f, reply })))
             .map_err(|_| StoreError::Closed)?;
         result.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues `f` behind every operation queued before, without blocking: the returned
+    /// [`Submitted`] resolves once its batch is committed. When the queue is full, the operation
+    /// is handed back inside the [`Submitted`] to be queued off the async runtime.
+    pub fn submit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Submitted<T> {
+        let (reply, outcome) = oneshot::channel();
+        let op = Message::Op(Box::new(Op {
+            f,
+            reply: Reply::Async(reply),
+        }));
+        match self.queue.try_send(op) {
+            Ok(()) => Submitted::queued_now(outcome),
+            Err(TrySendError::Full(op)) => {
+                let queue = self.queue.clone();
+                Submitted::blocked(
+                    Box::new(move || queue.send(op).map_err(|_| StoreError::Closed)),
+                    outcome,
+                )
+            }
+            Err(TrySendError::Disconnected(_)) => Submitted::refused(StoreError::Closed),
+        }
     }
 
     /// Finishes the queued operations, checkpoints and closes the connection.
@@ -183,7 +230,9 @@ fn run(conn: Connection, queue: Receiver<Message>) {
 }
 
 fn commit_batch(conn: &Connection, ops: Vec<Box<dyn Operation>>) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    // Cached statements, like the savepoints: these run once per batch.
+    let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
+    if let Err(e) = run("BEGIN IMMEDIATE") {
         let text = e.to_string();
         for op in ops {
             op.fail(StoreError::Unavailable(format!(
@@ -202,14 +251,14 @@ fn commit_batch(conn: &Connection, ops: Vec<Box<dyn Operation>>) {
         })
         .collect();
     let committed = if sound {
-        conn.execute_batch("COMMIT").map_err(StoreError::from)
+        run("COMMIT").map(|_| ()).map_err(StoreError::from)
     } else {
         Err(StoreError::Db(
             "a failed operation could not be undone; the batch was rolled back".into(),
         ))
     };
     if committed.is_err() {
-        let _ = conn.execute_batch("ROLLBACK");
+        let _ = run("ROLLBACK");
     }
     tracing::trace!(operations = deliveries.len(), "committed a batch");
     for deliver in deliveries {
@@ -271,6 +320,57 @@ mod tests {
     }
 
     #[test]
+    fn submitted_operations_commit_in_submission_order_even_past_a_full_queue() {
+        let w = writer();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // More than the queue holds, submitted without waiting for outcomes: some find the queue
+        // full and wait for room, and still keep their place. Every tenth fails and is rolled
+        // back alone.
+        let n = (QUEUE_OPS * 2) as i64;
+        let results = rt.block_on(async {
+            let mut outcomes = Vec::new();
+            for i in 0..n {
+                let queued = w
+                    .submit(move |c| {
+                        c.execute("INSERT INTO t (v) VALUES (?1)", [i])?;
+                        if i % 10 == 9 {
+                            return Err(StoreError::Limit("tenth".into()));
+                        }
+                        Ok(i)
+                    })
+                    .queued()
+                    .await;
+                outcomes.push(queued);
+            }
+            let mut results = Vec::new();
+            for o in outcomes {
+                results.push(o.result().await);
+            }
+            results
+        });
+        for (i, r) in results.iter().enumerate() {
+            match r {
+                Ok(v) => assert_eq!(*v, i as i64),
+                Err(e) => assert!(i % 10 == 9, "{i}: {e}"),
+            }
+        }
+        // Rows went in in submission order (rowid order = v order), without the failed ones.
+        let rows: Vec<i64> = w
+            .write(|c| {
+                let mut s = c.prepare("SELECT v FROM t ORDER BY rowid")?;
+                let v = s
+                    .query_map([], |r| r.get(0))?
+                    .collect::<Result<Vec<i64>, _>>()?;
+                Ok(v)
+            })
+            .unwrap();
+        let expected: Vec<i64> = (0..n).filter(|i| i % 10 != 9).collect();
+        assert_eq!(rows, expected);
+    }
+
+    #[test]
     fn after_close_every_call_is_refused() {
         let w = writer();
         let queue = w.queue.clone();
@@ -278,7 +378,7 @@ mod tests {
         let (reply, _r) = mpsc::sync_channel::<Result<(), StoreError>>(1);
         let op = Op {
             f: |_: &Connection| Ok(()),
-            reply,
+            reply: Reply::Blocking(reply),
         };
         assert!(queue.send(Message::Op(Box::new(op))).is_err());
     }
