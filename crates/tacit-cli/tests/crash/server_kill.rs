@@ -16,6 +16,8 @@ use crate::server_process::ServerProcess;
 
 /// Longest any one client operation may take before the test gives up.
 const OP_LIMIT: Duration = Duration::from_secs(90);
+/// How long the traffic pauses after a failed operation (the server is down or starting).
+const PAUSE_AFTER_FAILURE: Duration = Duration::from_millis(20);
 
 /// One device of the test, driven in this process through the client library.
 struct Dev {
@@ -176,7 +178,10 @@ async fn server_killed_at_random_moments_loses_and_repeats_nothing() {
                 Ok(_) => {
                     acked.insert(text);
                 }
-                Err(_) => failed_sends += 1,
+                Err(_) => {
+                    failed_sends += 1;
+                    tokio::time::sleep(PAUSE_AFTER_FAILURE).await;
+                }
             }
         } else {
             syncs += 1;
@@ -184,7 +189,10 @@ async fn server_killed_at_random_moments_loses_and_repeats_nothing() {
             d.collect();
             match result {
                 Ok(events) => d.events.extend(events),
-                Err(_) => failed_syncs += 1,
+                Err(_) => {
+                    failed_syncs += 1;
+                    tokio::time::sleep(PAUSE_AFTER_FAILURE).await;
+                }
             }
         }
     }
