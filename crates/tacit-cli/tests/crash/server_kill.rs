@@ -127,7 +127,7 @@ async fn server_killed_at_random_moments_loses_and_repeats_nothing() {
     };
     let bob = account(root.path(), &url, "bob", "bob").await;
     let carol = account(root.path(), &url, "carol", "carol").await;
-    let mut devs = vec![alice, phone, bob, carol];
+    let mut devs = [alice, phone, bob, carol];
     let (direct, _) = devs[0].client.send("bob", "hello bob").await.unwrap();
     let club = devs[0]
         .client
