@@ -239,10 +239,12 @@ async fn server_killed_at_random_moments_loses_and_repeats_nothing() {
         }
     }
     let mut checked = 0;
-    let mut redeliveries = 0;
+    let (mut redeliveries, mut resent_copies) = (0, 0);
     for d in devs.iter_mut() {
         no_refusals(d.name, &d.events);
-        redeliveries += d.client.device().redeliveries_dropped().unwrap();
+        let dropped = d.client.device().redeliveries_dropped().unwrap();
+        redeliveries += dropped.total;
+        resent_copies += dropped.resent_copies;
         for &c in &d.conversations.clone() {
             let history = d.history(&conversations[c].0);
             let mut others = sent[c].clone();
@@ -264,7 +266,7 @@ async fn server_killed_at_random_moments_loses_and_repeats_nothing() {
     println!(
         "crash figures: test=server_kill kills={kills} sends={sends} failed_sends={failed_sends} \
          encrypted={encrypted} acknowledged={} syncs={syncs} failed_syncs={failed_syncs} \
-         deliveries_checked={checked} redeliveries_dropped={redeliveries} seconds={:.1}",
+         deliveries_checked={checked} redeliveries_dropped={redeliveries} resent_copies_dropped={resent_copies} seconds={:.1}",
         acked.len(),
         started.elapsed().as_secs_f64()
     );
