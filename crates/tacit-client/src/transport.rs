@@ -21,7 +21,9 @@ pub const REQUEST_TIMEOUT_SECS: u64 = 30;
 /// How many pushed frames may wait unprocessed before the reader pauses.
 const PUSH_BUFFER_FRAMES: usize = 1024;
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<ServerFrame>>>>;
+/// Requests waiting for their answers; None once the connection closed (so that a request made
+/// after the reader stopped fails at once instead of waiting for its timeout).
+type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<ServerFrame>>>>>;
 
 /// TLS settings for `wss://` URLs.
 #[derive(Clone, Default)]
@@ -129,7 +131,7 @@ impl Connection {
             let _ = sink.close().await;
         });
 
-        let pending: Pending = Arc::default();
+        let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let (push_tx, push_rx) = mpsc::channel(PUSH_BUFFER_FRAMES);
         let reader_pending = pending.clone();
         tokio::spawn(async move {
@@ -146,7 +148,7 @@ impl Connection {
                         reader_pending
                             .lock()
                             .ok()
-                            .and_then(|mut p| p.remove(&frame.request_id))
+                            .and_then(|mut p| p.as_mut()?.remove(&frame.request_id))
                     })
                     .flatten();
                 match waiter {
@@ -160,9 +162,10 @@ impl Connection {
                     }
                 }
             }
-            // Dropping the pending senders wakes every waiting request with an error.
+            // Dropping the pending senders wakes every waiting request with an error; later
+            // requests see the connection closed.
             if let Ok(mut p) = reader_pending.lock() {
-                p.clear();
+                *p = None;
             }
         });
 
@@ -203,6 +206,8 @@ impl Connection {
         self.pending
             .lock()
             .map_err(|_| ClientError::Disconnected("internal lock poisoned".into()))?
+            .as_mut()
+            .ok_or_else(|| ClientError::Disconnected("the connection closed".into()))?
             .insert(id, tx);
         let frame = ClientFrame {
             request_id: id,

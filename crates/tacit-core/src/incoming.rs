@@ -39,6 +39,16 @@ pub enum Processed {
     Duplicate,
 }
 
+/// Counts of the redelivered envelopes a device dropped (see [`Device::redeliveries_dropped`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Redeliveries {
+    /// All of them: envelopes already processed (same sequence number) and resent copies.
+    pub total: u64,
+    /// Copies of a processed message under a new sequence number (a sender resent it because
+    /// the server's answer was lost).
+    pub resent_copies: u64,
+}
+
 /// How many message digests per conversation are remembered to recognise a resent copy. A
 /// resend is always the sender's latest message in that conversation, so a copy arrives after
 /// it with only the messages other members sent in the meantime in between. An older copy
@@ -75,7 +85,7 @@ fn remember(tx: &StoreTx<'_>, group_id: &[u8], digest: &[u8; DIGEST_LEN]) -> Res
 }
 
 /// Records a dropped redelivery: moves the queue position on and counts it.
-fn drop_redelivery(tx: &StoreTx<'_>, seq: u64) -> Result<Processed> {
+fn drop_redelivery(tx: &StoreTx<'_>, seq: u64, resent_copy: bool) -> Result<Processed> {
     let last: u64 = tx.get_json(Namespace::Meta, META_LAST_SEQ)?.unwrap_or(0);
     if seq > last {
         tx.put_json(Namespace::Meta, META_LAST_SEQ, &seq)?;
@@ -84,6 +94,12 @@ fn drop_redelivery(tx: &StoreTx<'_>, seq: u64) -> Result<Processed> {
         .get_json(Namespace::Meta, META_REDELIVERIES)?
         .unwrap_or(0);
     tx.put_json(Namespace::Meta, META_REDELIVERIES, &(dropped + 1))?;
+    if resent_copy {
+        let copies: u64 = tx
+            .get_json(Namespace::Meta, META_RESENT_COPIES)?
+            .unwrap_or(0);
+        tx.put_json(Namespace::Meta, META_RESENT_COPIES, &(copies + 1))?;
+    }
     Ok(Processed::Duplicate)
 }
 
@@ -99,13 +115,17 @@ impl Device {
             .transaction(|tx| Ok(tx.get_json(Namespace::Meta, META_LAST_SEQ)?.unwrap_or(0)))
     }
 
-    /// How many redelivered envelopes (already processed, or a resent copy of a processed
-    /// message) this device recognised and dropped, over its lifetime.
-    pub fn redeliveries_dropped(&mut self) -> Result<u64> {
+    /// The redelivered envelopes this device recognised and dropped, over its lifetime.
+    pub fn redeliveries_dropped(&mut self) -> Result<Redeliveries> {
         self.store.transaction(|tx| {
-            Ok(tx
-                .get_json(Namespace::Meta, META_REDELIVERIES)?
-                .unwrap_or(0))
+            Ok(Redeliveries {
+                total: tx
+                    .get_json(Namespace::Meta, META_REDELIVERIES)?
+                    .unwrap_or(0),
+                resent_copies: tx
+                    .get_json(Namespace::Meta, META_RESENT_COPIES)?
+                    .unwrap_or(0),
+            })
         })
     }
 
@@ -149,12 +169,12 @@ impl Device {
             let tx = op.tx;
             let last: u64 = tx.get_json(Namespace::Meta, META_LAST_SEQ)?.unwrap_or(0);
             if seq <= last {
-                return drop_redelivery(tx, seq);
+                return drop_redelivery(tx, seq, false);
             }
             let digest = message_digest(envelope);
             if let Some(d) = &digest {
                 if seen_recently(tx, &envelope.group_id, d)? {
-                    return drop_redelivery(tx, seq);
+                    return drop_redelivery(tx, seq, true);
                 }
             }
             let events = match EnvelopeKind::try_from(envelope.kind) {

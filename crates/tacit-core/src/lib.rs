@@ -30,6 +30,6 @@ pub use conversation::{ClaimedUser, OutgoingCommit, OutgoingMessage};
 pub use device::{Device, Registration};
 pub use error::{CoreError, Result};
 pub use events::Event;
-pub use incoming::Processed;
+pub use incoming::{Processed, Redeliveries};
 pub use records::{Conversation, HistoryEntry, OutboxItem};
 pub use tacit_identity::{PublicKey, SafetyNumber};

@@ -10,6 +10,8 @@ pub(crate) const META_LAST_SEQ: &[u8] = b"last_seq";
 pub(crate) const META_OUTBOX_NEXT: &[u8] = b"outbox_next";
 /// How many redelivered envelopes were recognised and dropped (a diagnostic figure).
 pub(crate) const META_REDELIVERIES: &[u8] = b"redeliveries_dropped";
+/// How many of those were resent copies under a new sequence number.
+pub(crate) const META_RESENT_COPIES: &[u8] = b"resent_copies_dropped";
 
 /// The device's own account, with its secrets. Wiped from memory when dropped.
 #[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]

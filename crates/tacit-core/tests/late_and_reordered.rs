@@ -176,14 +176,33 @@ fn resent_copy_under_a_new_sequence_number_is_dropped_quietly() {
         vec!["first", "second"],
         "no refusal line, nothing twice"
     );
+    let dropped = bob.device.redeliveries_dropped().unwrap();
     assert_eq!(
-        bob.device.redeliveries_dropped().unwrap(),
-        dropped_before + 3
+        (dropped.total, dropped.resent_copies),
+        (dropped_before.total + 3, dropped_before.resent_copies + 3)
     );
     assert_eq!(
         bob.device.last_seq().unwrap(),
         bob.seq,
         "the queue moved on"
+    );
+    // The same envelope again (same sequence number) counts as a redelivery, not a copy.
+    let again = tacit_proto::v1::Envelope {
+        seq: bob.seq,
+        kind: EnvelopeKind::Message as i32,
+        group_id: gid.clone(),
+        sender: None,
+        payload: second.message.clone(),
+        server_time_ms: 0,
+    };
+    assert_eq!(
+        bob.device.process_envelope(&again).unwrap(),
+        Processed::Duplicate
+    );
+    let after = bob.device.redeliveries_dropped().unwrap();
+    assert_eq!(
+        (after.total, after.resent_copies),
+        (dropped.total + 1, dropped.resent_copies)
     );
     // The conversation still works both ways.
     let third = alice.device.encrypt_text(&gid, "third").unwrap();

@@ -15,10 +15,10 @@ use crate::common::{json_lines, ok};
 use crate::knobs::{kills, Schedule};
 use crate::server_process::ServerProcess;
 
-/// Messages queued for bob before the first kill, and added before each later one, so that
-/// every sync has a long way to go.
+/// Messages queued for bob before the first kill; after each run as many as it processed are
+/// queued again (at least [`MIN_TOP_UP`]), so that every sync has a long way to go.
 const BACKLOG: usize = 120;
-const TOP_UP: usize = 20;
+const MIN_TOP_UP: usize = 5;
 
 fn new_client(root: &Path, name: &str) -> Client {
     let (_, store) = Profile::create(&root.join(name), KeyMode::KeyFile, &Unlock::None).unwrap();
@@ -115,12 +115,14 @@ async fn sync_killed_at_random_moments_shows_every_message_once_in_order() {
     let kills = kills(5);
     let (mut killed, mut finished_first, mut runs) = (0u32, 0u32, 0u32);
     let mut progress = Vec::new();
-    // Kills land at a random moment within the time a whole sync took last (at first: a guess).
-    let mut whole_sync = Duration::from_millis(2500);
+    // Kills land at a random moment within the longest time a whole sync took (at first: a
+    // guess); what bob processed is queued again, so every sync has about as much to do.
+    let mut whole_sync: Option<Duration> = None;
+    let mut position = open_bob(root.path()).last_seq().unwrap();
     while killed < kills {
         runs += 1;
         assert!(
-            runs <= kills * 4 + 10,
+            runs <= kills * 10 + 20,
             "only {killed} of {kills} syncs could be killed while still running in {runs} runs"
         );
         let mut child = Command::new(env!("CARGO_BIN_EXE_tacit"))
@@ -132,7 +134,8 @@ async fn sync_killed_at_random_moments_shows_every_message_once_in_order() {
             .spawn()
             .unwrap();
         let spawned = Instant::now();
-        let kill_at = spawned + schedule.millis(20, whole_sync.as_millis() as u64);
+        let window = whole_sync.unwrap_or(Duration::from_millis(2500));
+        let kill_at = spawned + schedule.millis(20, window.as_millis() as u64);
         let mut exited = None;
         while Instant::now() < kill_at {
             if let Some(status) = child.try_wait().unwrap() {
@@ -145,7 +148,8 @@ async fn sync_killed_at_random_moments_shows_every_message_once_in_order() {
             Some(status) => {
                 assert!(status.success(), "tacit sync failed: {status}");
                 finished_first += 1;
-                whole_sync = spawned.elapsed().max(Duration::from_millis(40));
+                let took = spawned.elapsed().max(Duration::from_millis(40));
+                whole_sync = Some(whole_sync.map_or(took, |w| w.max(took)));
             }
             None => {
                 let _ = child.kill(); // SIGKILL
@@ -157,8 +161,12 @@ async fn sync_killed_at_random_moments_shows_every_message_once_in_order() {
                 }
             }
         }
-        progress.push(open_bob(root.path()).last_seq().unwrap());
-        queue(&mut alice, &mut carol, &conversations, &mut n, TOP_UP).await;
+        let now = open_bob(root.path()).last_seq().unwrap();
+        progress.push(now);
+        let processed = (now - position) as usize;
+        position = now;
+        let top_up = processed.clamp(MIN_TOP_UP, BACKLOG);
+        queue(&mut alice, &mut carol, &conversations, &mut n, top_up).await;
     }
     // Let the last one finish.
     ok(&bob_dir, &["sync", "--json"]);
@@ -245,8 +253,10 @@ async fn sync_killed_at_random_moments_shows_every_message_once_in_order() {
     let redeliveries = open_bob(root.path()).redeliveries_dropped().unwrap();
     println!(
         "crash figures: test=client_kill kills={killed} runs={runs} finished_before_kill={finished_first} \
-         messages_queued={queued} deliveries_checked={checked} redeliveries_dropped={redeliveries} \
+         messages_queued={queued} deliveries_checked={checked} redeliveries_dropped={} resent_copies_dropped={} \
          queue_position_after_each_kill={progress:?} seconds={:.1}",
+        redeliveries.total,
+        redeliveries.resent_copies,
         started.elapsed().as_secs_f64()
     );
     drop(server);

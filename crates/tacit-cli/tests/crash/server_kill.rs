@@ -16,6 +16,8 @@ use crate::server_process::ServerProcess;
 
 /// Longest any one client operation may take before the test gives up.
 const OP_LIMIT: Duration = Duration::from_secs(90);
+/// How long the traffic pauses after a failed operation (the server is down or starting).
+const PAUSE_AFTER_FAILURE: Duration = Duration::from_millis(20);
 
 /// One device of the test, driven in this process through the client library.
 struct Dev {
@@ -125,7 +127,7 @@ async fn server_killed_at_random_moments_loses_and_repeats_nothing() {
     };
     let bob = account(root.path(), &url, "bob", "bob").await;
     let carol = account(root.path(), &url, "carol", "carol").await;
-    let mut devs = vec![alice, phone, bob, carol];
+    let mut devs = [alice, phone, bob, carol];
     let (direct, _) = devs[0].client.send("bob", "hello bob").await.unwrap();
     let club = devs[0]
         .client
@@ -176,7 +178,10 @@ async fn server_killed_at_random_moments_loses_and_repeats_nothing() {
                 Ok(_) => {
                     acked.insert(text);
                 }
-                Err(_) => failed_sends += 1,
+                Err(_) => {
+                    failed_sends += 1;
+                    tokio::time::sleep(PAUSE_AFTER_FAILURE).await;
+                }
             }
         } else {
             syncs += 1;
@@ -184,7 +189,10 @@ async fn server_killed_at_random_moments_loses_and_repeats_nothing() {
             d.collect();
             match result {
                 Ok(events) => d.events.extend(events),
-                Err(_) => failed_syncs += 1,
+                Err(_) => {
+                    failed_syncs += 1;
+                    tokio::time::sleep(PAUSE_AFTER_FAILURE).await;
+                }
             }
         }
     }
@@ -231,10 +239,12 @@ async fn server_killed_at_random_moments_loses_and_repeats_nothing() {
         }
     }
     let mut checked = 0;
-    let mut redeliveries = 0;
+    let (mut redeliveries, mut resent_copies) = (0, 0);
     for d in devs.iter_mut() {
         no_refusals(d.name, &d.events);
-        redeliveries += d.client.device().redeliveries_dropped().unwrap();
+        let dropped = d.client.device().redeliveries_dropped().unwrap();
+        redeliveries += dropped.total;
+        resent_copies += dropped.resent_copies;
         for &c in &d.conversations.clone() {
             let history = d.history(&conversations[c].0);
             let mut others = sent[c].clone();
@@ -256,7 +266,7 @@ async fn server_killed_at_random_moments_loses_and_repeats_nothing() {
     println!(
         "crash figures: test=server_kill kills={kills} sends={sends} failed_sends={failed_sends} \
          encrypted={encrypted} acknowledged={} syncs={syncs} failed_syncs={failed_syncs} \
-         deliveries_checked={checked} redeliveries_dropped={redeliveries} seconds={:.1}",
+         deliveries_checked={checked} redeliveries_dropped={redeliveries} resent_copies_dropped={resent_copies} seconds={:.1}",
         acked.len(),
         started.elapsed().as_secs_f64()
     );
