@@ -125,9 +125,6 @@ pub fn client_frames() -> Vec<v1::ClientFrame> {
             handle: "bob.2-x_y".into(),
         }),
         Req::ListDevices(v1::ListDevices {}),
-        Req::RemoveDevice(v1::RemoveDevice {
-            device_id: u64::MAX,
-        }),
         Req::CreateGroup(v1::CreateGroup {
             group_id: group_id(),
         }),
@@ -160,6 +157,10 @@ pub fn client_frames() -> Vec<v1::ClientFrame> {
             for_initiator: false,
         }),
         Req::Ping(v1::Ping {}),
+        // Last, so that adding it left the other seeds' request ids unchanged.
+        Req::RemoveDevice(v1::RemoveDevice {
+            device_id: u64::MAX,
+        }),
     ];
     bodies
         .into_iter()

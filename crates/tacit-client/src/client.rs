@@ -43,7 +43,7 @@ pub struct RemovedDevice {
     pub removed_from: Vec<String>,
     /// Conversations where that commit failed, with the reason; the server no longer routes
     /// anything to the removed device, but it is still in their MLS group until a member
-    /// removes it (`tacit group remove` or another `tacit device remove` attempt).
+    /// removes it (calling [`Client::remove_device`] again finishes what is left).
     pub failed: Vec<(String, String)>,
 }
 
@@ -722,7 +722,8 @@ impl Client {
 
     /// Removes another device of this user (a lost or stolen one): the server forgets it (it
     /// can no longer connect, is left out of the directory, and nothing more is queued for it),
-    /// then this device commits its removal in every conversation it is in.
+    /// then this device commits its removal in every conversation it is in. Called again for a
+    /// device the server has removed already, it finishes the conversations still left.
     pub async fn remove_device(&mut self, device_id: u64) -> Result<RemovedDevice> {
         let handle = self.device.handle()?.to_owned();
         if device_id == self.device.device_id()? {
@@ -731,19 +732,32 @@ impl Client {
             ));
         }
         self.connect().await?;
-        self.request(Req::RemoveDevice(v1::RemoveDevice { device_id }))
-            .await?;
-        let mut removed_from = Vec::new();
-        let mut failed = Vec::new();
+        let mut conversations = Vec::new();
         for c in self.device.conversations()? {
-            if !c.active
-                || !self
+            if c.active
+                && self
                     .device
                     .members(&c.group_id)?
                     .contains(&(handle.clone(), device_id))
             {
-                continue;
+                conversations.push(c);
             }
+        }
+        match self
+            .request(Req::RemoveDevice(v1::RemoveDevice { device_id }))
+            .await
+        {
+            Ok(_) => {}
+            // Removed from the server by an earlier attempt whose group removals did not all
+            // go through: finish those.
+            Err(e)
+                if e.server_code() == Some(ErrorCode::UnknownDevice)
+                    && !conversations.is_empty() => {}
+            Err(e) => return Err(e),
+        }
+        let mut removed_from = Vec::new();
+        let mut failed = Vec::new();
+        for c in conversations {
             let (g, h) = (c.group_id.clone(), handle.clone());
             let done = self
                 .run_commit(&c.group_id, move |d| {

@@ -82,14 +82,20 @@ async fn a_removed_device_is_locked_out_and_cannot_read_what_follows() {
     // The phone cannot sign in any more, and says why.
     let err = phone.sync().await.unwrap_err();
     assert_eq!(err.server_code(), Some(ErrorCode::AuthFailed), "{err}");
-    assert!(err.to_string().contains("unknown or removed device"), "{err}");
+    assert!(
+        err.to_string().contains("unknown or removed device"),
+        "{err}"
+    );
 
     // bob's and carol's clients process the removals; what is said now does not reach the phone
     // and could not be decrypted by it anyway.
     bob.sync().await.unwrap();
     for g in [&direct, &club] {
         let members = bob.device().members(g).unwrap();
-        assert!(!members.contains(&("alice".into(), phone_id)), "{members:?}");
+        assert!(
+            !members.contains(&("alice".into(), phone_id)),
+            "{members:?}"
+        );
         assert!(members.contains(&("alice".into(), me)), "{members:?}");
     }
     let (_, after) = bob.send("alice", "after the phone was lost").await.unwrap();

@@ -223,7 +223,7 @@ async fn a_removed_device_is_locked_out_and_forgotten() {
     // Removing it again is refused.
     let r = a.request(remove(lost_id.device_id)).await;
     assert_eq!(code(&r), ErrorCode::UnknownDevice);
-    assert!(error(&r).message.contains("tacit device list"));
+    assert!(error(&r).message.contains("tacit devices"));
 }
 
 #[tokio::test]

@@ -124,7 +124,7 @@ impl Session {
                         StoreError::UnknownDevice(_) => Failure::new(
                             ErrorCode::UnknownDevice,
                             format!(
-                                "{} has no device {:016x} (removed already, or not one of yours); see `tacit device list`",
+                                "{} has no device {:016x} (removed already, or not one of yours); see `tacit devices`",
                                 device.handle, r.device_id
                             ),
                         ),
