@@ -150,8 +150,9 @@ pub struct CommitRequest<'a> {
 /// whole and durably, or not at all.
 ///
 /// The methods are blocking; the server calls them from `tokio::task::spawn_blocking`, never
-/// on the async runtime's worker threads (except [`Store::pipelined`]'s, which do not block). A backend must be safe to call from many threads at
-/// once and must keep these promises under concurrency:
+/// on the async runtime's worker threads (except [`Store::pipelined`]'s, which do not block). A
+/// backend must be safe to call from many threads at once and must keep these promises under
+/// concurrency:
 /// - a one-time KeyPackage is handed out at most once;
 /// - a group's epoch moves by compare-and-set: of two commits against one epoch, one wins;
 /// - each device's queue gets gap-free, increasing sequence numbers;

@@ -7,11 +7,18 @@
 use crate::store::migrate::Migration;
 
 /// The SQLite schema's steps; the version reached is kept in `PRAGMA user_version`.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "accounts, devices, KeyPackages, groups, payloads and per-device queues",
-    sql: SCHEMA_V1,
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "accounts, devices, KeyPackages, groups, payloads and per-device queues",
+        sql: SCHEMA_V1,
+    },
+    Migration {
+        version: 2,
+        name: "index queue rows by payload",
+        sql: SCHEMA_V2,
+    },
+];
 
 const SCHEMA_V1: &str = "
 CREATE TABLE users (
@@ -68,4 +75,12 @@ CREATE TABLE queue (
     PRIMARY KEY (device, seq)
 );
 CREATE INDEX queue_by_expiry ON queue (expires_ms);
+";
+
+/// `queue.payload` references `payloads(id)` and foreign keys are enforced, so deleting a payload
+/// (once its last queue row is acknowledged) checks that no queue row still points at it: without
+/// this index that check scanned the whole queue for every payload deleted, and acknowledgments
+/// grew costlier with the backlog.
+const SCHEMA_V2: &str = "
+CREATE INDEX queue_by_payload ON queue (payload);
 ";

@@ -7,6 +7,10 @@
 //! (`synchronous=FULL`). A batch is whatever is waiting when the previous one finished (up to
 //! [`MAX_BATCH_OPS`]), so a lone operation is committed at once and a busy server commits many
 //! operations per fsync.
+//!
+//! Callers either block until their operation's outcome ([`Writer::write`]) or submit it without
+//! blocking and await the outcome later ([`Writer::submit`], the pipelined writes of a
+//! connection); either way operations run in the order they entered the queue.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
