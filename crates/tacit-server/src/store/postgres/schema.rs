@@ -5,11 +5,18 @@
 use crate::store::migrate::Migration;
 
 /// The PostgreSQL schema's steps.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "accounts, devices, KeyPackages, groups, payloads and per-device queues",
-    sql: SCHEMA_V1,
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "accounts, devices, KeyPackages, groups, payloads and per-device queues",
+        sql: SCHEMA_V1,
+    },
+    Migration {
+        version: 2,
+        name: "index queue rows by payload",
+        sql: SCHEMA_V2,
+    },
+];
 
 /// Records which steps were applied (created before any step runs).
 pub(super) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS tacit_schema (
@@ -73,4 +80,11 @@ CREATE TABLE queue (
     PRIMARY KEY (device, seq)
 );
 CREATE INDEX queue_by_expiry ON queue (expires_ms);
+";
+
+/// `queue.payload` references `payloads(id)`: deleting a payload once its last queue row is
+/// acknowledged checks that no queue row still points at it, which without this index is a scan
+/// of the whole queue per payload (as on SQLite, whose migration 2 is the same index).
+const SCHEMA_V2: &str = "
+CREATE INDEX queue_by_payload ON queue (payload);
 ";
