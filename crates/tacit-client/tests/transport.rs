@@ -1,5 +1,5 @@
 //! Transport behaviour: TLS with rustls, pushes to a connected device, and the server's
-//! treatment of connections that never authenticate.
+//! treatment of connections that never authenticate or are not admitted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -85,6 +85,28 @@ async fn connections_that_never_authenticate_are_closed() {
     // The server goes on serving.
     let mut alice = new_client(root.path(), "alice");
     alice.create_account("alice", &server.url()).await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_the_server_does_not_admit_reads_why() {
+    let root = tempfile::tempdir().unwrap();
+    let mut config =
+        tacit_server::ServerConfig::new(root.path().join("server"), "127.0.0.1:0".parse().unwrap());
+    config.limits.max_unauthenticated_connections = 1;
+    let server = tacit_server::start(config).await.unwrap();
+    // One connection waiting to sign in fills the cap; the next is told so, not just closed.
+    let _waiting = Connection::connect(&server.url(), &TlsOptions::default())
+        .await
+        .unwrap();
+    match Connection::connect(&server.url(), &TlsOptions::default()).await {
+        Err(tacit_client::ClientError::Server { code, message, .. }) => {
+            assert_eq!(code, ErrorCode::Unavailable);
+            assert!(message.contains("waiting to authenticate"), "{message}");
+        }
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("admitted beyond the cap"),
+    }
     server.shutdown().await;
 }
 
