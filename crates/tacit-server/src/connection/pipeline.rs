@@ -105,7 +105,10 @@ impl Session {
         let Some(device) = self.device.clone() else {
             return Err(body);
         };
-        if !matches!(body, Req::SendMessage(_) | Req::Ack(_)) {
+        // A connection whose delivery ended (its device removed) is refused by the
+        // non-pipelined path, which says why and closes it.
+        let delivery_ended = self.delivery.as_ref().is_some_and(|d| d.is_finished());
+        if delivery_ended || !matches!(body, Req::SendMessage(_) | Req::Ack(_)) {
             return Err(body);
         }
         let state = self.state.clone();
