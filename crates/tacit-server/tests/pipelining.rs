@@ -92,8 +92,13 @@ async fn pipelined_messages_keep_their_order_and_a_refused_one_fails_alone() {
 
 #[tokio::test]
 async fn rate_limited_pipelined_messages_are_refused_in_place() {
-    // Default limits: a burst of 200 per device, then 50 per second.
-    let (_d, server) = start().await;
+    // A burst of 100 per device, then 1 per second: far fewer than N get through however
+    // slowly the machine sends (the set-up's commit also takes a token).
+    let (_d, server) = start_with(|l| {
+        l.burst_per_device = 100;
+        l.messages_per_sec_per_device = 1;
+    })
+    .await;
     let url = server.url();
     let (alice, bob) = (Identity::new("alice"), Identity::new("bob"));
     let mut a = pair(&url, &alice, &bob).await;
@@ -109,7 +114,7 @@ async fn rate_limited_pipelined_messages_are_refused_in_place() {
             other => assert_eq!(code(other), ErrorCode::RateLimited),
         }
     }
-    assert!(accepted.len() >= 200, "the burst got through");
+    assert!(accepted.len() >= 95, "the burst got through: {}", accepted.len());
     assert!(accepted.len() < N as usize, "the limiter refused some");
     assert_eq!(messages_of(&url, &bob).await, accepted);
 }
