@@ -114,7 +114,11 @@ async fn rate_limited_pipelined_messages_are_refused_in_place() {
             other => assert_eq!(code(other), ErrorCode::RateLimited),
         }
     }
-    assert!(accepted.len() >= 95, "the burst got through: {}", accepted.len());
+    assert!(
+        accepted.len() >= 95,
+        "the burst got through: {}",
+        accepted.len()
+    );
     assert!(accepted.len() < N as usize, "the limiter refused some");
     assert_eq!(messages_of(&url, &bob).await, accepted);
 }
