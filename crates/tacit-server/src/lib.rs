@@ -165,6 +165,21 @@ async fn close_store(store: Arc<dyn Store>) {
     let _ = tokio::task::spawn_blocking(move || store.close()).await;
 }
 
+/// A listener answering to `handle` whose connections must complete their first HTTP request
+/// (the WebSocket upgrade), and the headers of any later one, within `limit` (slow-loris).
+fn bounded<Acc>(
+    server: axum_server::Server<SocketAddr, Acc>,
+    handle: &axum_server::Handle<SocketAddr>,
+    limit: Duration,
+) -> axum_server::Server<SocketAddr, Acc> {
+    let mut server = server.handle(handle.clone()).first_request_timeout(limit);
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(Some(limit));
+    server
+}
+
 /// Starts the server and returns once it is listening.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     if config.tls.is_none()
@@ -204,13 +219,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let task = match &config.tls {
         None => {
             tracing::warn!(listen = %config.listen, "serving plain ws:// without TLS: traffic to this address is not encrypted in transit; use --tls-cert/--tls-key for anything but local testing");
-            let mut server = axum_server::bind(config.listen)
-                .handle(handle.clone())
-                .first_request_timeout(http_limit);
-            server
-                .http_builder()
-                .http1()
-                .header_read_timeout(Some(http_limit));
+            let server = bounded(axum_server::bind(config.listen), &handle, http_limit);
             tokio::spawn(server.serve(app))
         }
         Some(tls) => {
@@ -225,13 +234,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                             tls.key_path.display()
                         ))
                     })?;
-            let mut server = axum_server::bind_rustls(config.listen, rustls_config)
-                .handle(handle.clone())
-                .first_request_timeout(http_limit);
-            server
-                .http_builder()
-                .http1()
-                .header_read_timeout(Some(http_limit));
+            let server = bounded(
+                axum_server::bind_rustls(config.listen, rustls_config),
+                &handle,
+                http_limit,
+            );
             tokio::spawn(server.serve(app))
         }
     };
