@@ -207,3 +207,43 @@ async fn frames_before_authentication_are_limited_to_a_small_size() {
         "{code:?}"
     );
 }
+
+fn upload(count: usize) -> Req {
+    Req::UploadKeyPackages(v1::UploadKeyPackages {
+        one_time: (0..count).map(|i| format!("kp-{i}").into_bytes()).collect(),
+        last_resort: Vec::new(),
+    })
+}
+
+#[tokio::test]
+async fn key_package_uploads_over_the_batch_size_or_the_stock_are_refused_while_others_are_served()
+{
+    let (_d, server) = start_with(|l| l.max_key_packages_per_device = 150).await;
+    let url = server.url();
+    let (alice, bob) = (Identity::new("alice"), Identity::new("bob"));
+    let mut a = registered(&url, &alice).await;
+    let mut b = registered(&url, &bob).await;
+
+    // One upload may carry at most MAX_KEY_PACKAGES_PER_UPLOAD (100) one-time KeyPackages.
+    let too_many = tacit_proto::limits::MAX_KEY_PACKAGES_PER_UPLOAD + 1;
+    match a.request(upload(too_many)).await {
+        Resp::Error(e) => {
+            assert_eq!(e.code, ErrorCode::MalformedFrame as i32);
+            assert!(e.message.contains("per upload"), "{}", e.message);
+        }
+        other => panic!("an oversized batch was accepted: {other:?}"),
+    }
+    assert!(b.ping().await, "another client is served meanwhile");
+
+    // The stock per device is capped (150 here): 100 fit, another 100 would not and are refused
+    // whole, 50 still fit.
+    assert!(matches!(a.request(upload(100)).await, Resp::Done(_)));
+    match a.request(upload(100)).await {
+        Resp::Error(e) => assert_eq!(e.code, ErrorCode::LimitExceeded as i32, "{}", e.message),
+        other => panic!("the stock cap was crossed: {other:?}"),
+    }
+    assert!(b.ping().await, "another client is served meanwhile");
+    assert!(matches!(a.request(upload(50)).await, Resp::Done(_)));
+    // The connection that crossed the limits keeps working.
+    assert!(a.ping().await);
+}
