@@ -4,20 +4,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::{json_lines, ok, tacit};
+use common::{json_lines, link_device, ok, start_server, tacit};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_conversation_through_the_command_line() {
     let root = tempfile::tempdir().unwrap();
-    let server = tacit_server::start(tacit_server::ServerConfig::new(
-        root.path().join("server"),
-        "127.0.0.1:0".parse().unwrap(),
-    ))
-    .await
-    .unwrap();
+    let server = start_server(root.path()).await;
     let url = server.url();
     let (alice, bob, phone) = (
         root.path().join("alice"),
@@ -78,20 +72,8 @@ async fn a_conversation_through_the_command_line() {
     assert_eq!(a[0]["digits"], b[0]["digits"]);
 
     // Linking a second device across two processes.
-    let mut link = Command::new(env!("CARGO_BIN_EXE_tacit"))
-        .args(["--json", "device", "link", "--timeout-secs", "60"])
-        .env("TACIT_PROFILE", &alice)
-        .env("TACIT_PASSPHRASE", "correct horse battery staple")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(link.stdout.take().unwrap()).lines();
-    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    let code = first["code"].as_str().unwrap().to_string();
-    let joined = ok(&phone, &["device", "join", &code, "--server", &url]);
+    let joined = link_device(&alice, &phone, &url);
     assert!(joined.contains("This device is now alice/"), "{joined}");
-    assert!(link.wait().unwrap().success());
     let devices = ok(&phone, &["devices"]);
     assert_eq!(devices.lines().count(), 2, "{devices}");
     assert!(devices.contains("(this device)"));
@@ -129,12 +111,7 @@ fn errors_are_one_clear_line_with_a_failing_exit_code() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_passphrase_is_refused_clearly() {
     let root = tempfile::tempdir().unwrap();
-    let server = tacit_server::start(tacit_server::ServerConfig::new(
-        root.path().join("server"),
-        "127.0.0.1:0".parse().unwrap(),
-    ))
-    .await
-    .unwrap();
+    let server = start_server(root.path()).await;
     let alice = root.path().join("alice");
     ok(
         &alice,

@@ -3,10 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
-use common::{ok, tacit};
+use common::{link_device, ok, start_server, tacit};
 
 fn fails_with(profile: &std::path::Path, args: &[&str], expected: &str) {
     let out = tacit(profile, args);
@@ -19,12 +16,7 @@ fn fails_with(profile: &std::path::Path, args: &[&str], expected: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_device_is_removed_from_the_command_line() {
     let root = tempfile::tempdir().unwrap();
-    let server = tacit_server::start(tacit_server::ServerConfig::new(
-        root.path().join("server"),
-        "127.0.0.1:0".parse().unwrap(),
-    ))
-    .await
-    .unwrap();
+    let server = start_server(root.path()).await;
     let url = server.url();
     let (alice, bob, phone) = (
         root.path().join("alice"),
@@ -33,19 +25,7 @@ async fn a_lost_device_is_removed_from_the_command_line() {
     );
     ok(&alice, &["account", "create", "alice", "--server", &url]);
     ok(&bob, &["account", "create", "bob", "--server", &url]);
-    let mut link = Command::new(env!("CARGO_BIN_EXE_tacit"))
-        .args(["--json", "device", "link", "--timeout-secs", "60"])
-        .env("TACIT_PROFILE", &alice)
-        .env("TACIT_PASSPHRASE", "correct horse battery staple")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(link.stdout.take().unwrap()).lines();
-    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    let code = first["code"].as_str().unwrap().to_string();
-    ok(&phone, &["device", "join", &code, "--server", &url]);
-    assert!(link.wait().unwrap().success());
+    link_device(&alice, &phone, &url);
     // A conversation with both of alice's devices in it.
     ok(&alice, &["send", "bob", "hello"]);
     ok(&phone, &["sync"]);

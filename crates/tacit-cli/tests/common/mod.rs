@@ -35,3 +35,34 @@ pub fn json_lines(s: &str) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// A Tacit server on SQLite in `root/server`, listening on an ephemeral loopback port.
+pub async fn start_server(root: &Path) -> tacit_server::RunningServer {
+    tacit_server::start(tacit_server::ServerConfig::new(
+        root.join("server"),
+        "127.0.0.1:0".parse().unwrap(),
+    ))
+    .await
+    .unwrap()
+}
+
+/// Links a new device in profile `new` to the account in profile `owner`, as two processes
+/// would (`tacit device link` on the owner, `tacit device join CODE` on the new one); returns what
+/// `device join` printed.
+pub fn link_device(owner: &Path, new: &Path, url: &str) -> String {
+    use std::io::{BufRead, BufReader};
+    let mut link = Command::new(env!("CARGO_BIN_EXE_tacit"))
+        .args(["--json", "device", "link", "--timeout-secs", "60"])
+        .env("TACIT_PROFILE", owner)
+        .env("TACIT_PASSPHRASE", "correct horse battery staple")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(link.stdout.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let code = first["code"].as_str().unwrap().to_string();
+    let joined = ok(new, &["device", "join", &code, "--server", url]);
+    assert!(link.wait().unwrap().success(), "tacit device link failed");
+    joined
+}
