@@ -342,7 +342,7 @@ impl Session {
         }
         let Some(body) = frame.body else { return false };
         let relay = matches!(body, Req::LinkSend(_) | Req::LinkReceive(_));
-        let kind = request_kind(&body);
+        let kind = body.kind();
         match &self.device {
             Some(d) => tracing::debug!(
                 connection = self.id,
@@ -383,28 +383,6 @@ impl Session {
 
 fn frame_for(request_id: u64, resp: Resp) -> Message {
     frame(request_id, resp)
-}
-
-fn request_kind(body: &Req) -> &'static str {
-    match body {
-        Req::Authenticate(_) => "authenticate",
-        Req::RegisterAccount(_) => "register_account",
-        Req::RegisterDevice(_) => "register_device",
-        Req::UploadKeyPackages(_) => "upload_key_packages",
-        Req::ClaimKeyPackages(_) => "claim_key_packages",
-        Req::LookupUser(_) => "lookup_user",
-        Req::ListDevices(_) => "list_devices",
-        Req::RemoveDevice(_) => "remove_device",
-        Req::CreateGroup(_) => "create_group",
-        Req::SendCommit(_) => "send_commit",
-        Req::SendMessage(_) => "send_message",
-        Req::Ack(_) => "ack",
-        Req::FetchGroupState(_) => "fetch_group_state",
-        Req::LinkOpen(_) => "link_open",
-        Req::LinkSend(_) => "link_send",
-        Req::LinkReceive(_) => "link_receive",
-        Req::Ping(_) => "ping",
-    }
 }
 
 fn link_failure(e: crate::link::LinkError) -> Failure {
