@@ -20,6 +20,8 @@ use crate::error::{ClientError, Result};
 pub const REQUEST_TIMEOUT_SECS: u64 = 30;
 /// How many pushed frames may wait unprocessed before the reader pauses.
 const PUSH_BUFFER_FRAMES: usize = 1024;
+/// The WebSocket read buffer: a few envelopes per read (frames of any size are still read whole).
+const READ_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Requests waiting for their answers; None once the connection closed (so that a request made
 /// after the reader stopped fails at once instead of waiting for its timeout).
@@ -104,7 +106,10 @@ impl Connection {
             url: url.to_owned(),
             reason,
         };
+        // tungstenite zero-fills its whole read buffer before every read; its 128 KiB default
+        // made that the largest cost of receiving small frames.
         let ws_config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER_BYTES)
             .max_message_size(Some(MAX_FRAME_BYTES))
             .max_frame_size(Some(MAX_FRAME_BYTES));
         let connector = if url.starts_with("wss://") {

@@ -16,15 +16,14 @@ use crate::state::AppState;
 use crate::store::{SqliteStore, Store};
 use crate::ServerError;
 
-/// Outgoing frames a handler keeps before the caller collects them.
-const OUTGOING_FRAMES: usize = 512;
+/// Delivery steps taken after each frame (each sends what was pushed or reads one batch).
+const DELIVERY_STEPS: usize = 4;
 
 /// One connection's frame handler on a server of its own: feed it client frames, get back the
 /// server frames (encoded) it sent meanwhile, answers and pushed envelopes alike.
 pub struct FrameHandler {
     runtime: Option<tokio::runtime::Runtime>,
     session: Session,
-    out: mpsc::Receiver<Message>,
     _shutdown: watch::Sender<bool>,
     _alive: mpsc::Receiver<()>,
 }
@@ -50,13 +49,11 @@ impl FrameHandler {
         let slot = state.open_unauthenticated().ok_or_else(|| {
             ServerError::Config("max_unauthenticated_connections is 0: no connection fits".into())
         })?;
-        let (out_tx, out) = mpsc::channel(OUTGOING_FRAMES);
         let peer = IpAddr::from([127, 0, 0, 1]);
-        let session = Session::new(state, out_tx, 1, peer, nonce, slot);
+        let session = Session::new(state, 1, peer, nonce, slot);
         Ok(FrameHandler {
             runtime: Some(runtime),
             session,
-            out,
             _shutdown: shutdown_tx,
             _alive: alive_rx,
         })
@@ -70,33 +67,16 @@ impl FrameHandler {
             return sent;
         };
         let session = &mut self.session;
-        let out = &mut self.out;
         runtime.block_on(async {
-            {
-                let handled = session.handle(frame);
-                tokio::pin!(handled);
-                loop {
-                    tokio::select! {
-                        _ = &mut handled => break,
-                        Some(m) = out.recv() => push_binary(&mut sent, m),
-                    }
-                }
-            }
+            session.handle(frame).await;
             // Pipelined requests (messages, acknowledgments) are answered once committed.
-            {
-                let drained = session.drain();
-                tokio::pin!(drained);
-                loop {
-                    tokio::select! {
-                        _ = &mut drained => break,
-                        Some(m) = out.recv() => push_binary(&mut sent, m),
-                    }
-                }
+            session.drain().await;
+            // The delivery (if the connection signed in) sends what is queued.
+            for _ in 0..DELIVERY_STEPS {
+                session.deliver().await;
             }
-            // Let the delivery task (if the connection signed in) push what is queued.
-            tokio::task::yield_now().await;
         });
-        while let Ok(m) = self.out.try_recv() {
+        for m in self.session.take_outgoing() {
             push_binary(&mut sent, m);
         }
         sent
@@ -115,7 +95,6 @@ impl FrameHandler {
 
 impl Drop for FrameHandler {
     fn drop(&mut self) {
-        self.session.stop_delivery();
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }

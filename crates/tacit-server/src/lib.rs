@@ -112,6 +112,15 @@ impl RunningServer {
     }
 }
 
+/// The server's WebSocket read buffer. tungstenite zero-fills it before every read, and it is
+/// resident for every connection, even idle ones: 2 KiB holds a typical frame in one read and
+/// keeps an idle connection small (8 KiB cost ~5 KiB more per connection; see BENCHMARKS.md,
+/// `tacit bench connections`). Frames of any size are still read whole.
+pub const WS_READ_BUFFER_BYTES: usize = 2 * 1024;
+/// Outgoing WebSocket frames are buffered up to this many bytes before a write to the socket is
+/// forced (the connection also writes whenever it has nothing more to send at once).
+pub const WS_WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
 async fn ws_handler(
     ws: WebSocketUpgrade,
     State(state): State<Arc<AppState>>,
@@ -119,17 +128,14 @@ async fn ws_handler(
 ) -> impl IntoResponse {
     // Frames up to twice the limit reach the handler, which answers FRAME_TOO_LARGE and keeps
     // the connection; larger ones are cut off by the WebSocket layer.
-    // The read buffer is zero-filled up front and so resident for every connection, even idle
-    // ones: 2 KiB holds a typical frame in one read and keeps an idle connection near 10 KiB of
-    // server memory (8 KiB gave ~15 KiB; see BENCHMARKS.md, `tacit bench connections`).
     // Admission (per-address rate, cap on unauthenticated connections) is decided before the
     // upgrade; a refused client still gets the upgrade and one error frame saying why.
     let admitted = connection::admit(&state, peer.ip());
     let ws_limit = state.limits.max_frame_bytes.saturating_mul(2);
     ws.max_message_size(ws_limit)
         .max_frame_size(ws_limit)
-        .read_buffer_size(2 * 1024)
-        .write_buffer_size(8 * 1024)
+        .read_buffer_size(WS_READ_BUFFER_BYTES)
+        .write_buffer_size(WS_WRITE_BUFFER_BYTES)
         .max_write_buffer_size(ws_limit.saturating_mul(2))
         .on_upgrade(move |socket| async move {
             match admitted {

@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::client::{Conn, SETUP_TIMEOUT};
@@ -82,11 +83,17 @@ async fn serve(stream: TcpStream, slots: Slots) {
     let mut path = String::new();
     // The callback's signature (a large `ErrorResponse`) is tungstenite's, not ours.
     #[allow(clippy::result_large_err)]
-    let accepted = tokio_tungstenite::accept_hdr_async(stream, |req: &Request, resp: Response| {
+    // The same WebSocket buffers as a Tacit server's, so that the comparison is of the work
+    // done per frame, not of buffer sizes.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(tacit_server::WS_READ_BUFFER_BYTES)
+        .write_buffer_size(tacit_server::WS_WRITE_BUFFER_BYTES);
+    let callback = |req: &Request, resp: Response| {
         path = req.uri().path().to_owned();
         Ok(resp)
-    })
-    .await;
+    };
+    let accepted =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await;
     let Ok(ws) = accepted else { return };
     let (role, pair) = path
         .trim_start_matches('/')

@@ -9,10 +9,14 @@ use tacit_proto::v1::{
     self, client_frame::Body as Req, server_frame::Body as Resp, ProtocolVersion,
 };
 use tacit_proto::{decode_server_frame, encode};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::e2e::Registration;
 use crate::error::{BenchError, Result};
+
+/// Read buffer of each bench client's WebSocket.
+const CLIENT_READ_BUFFER_BYTES: usize = 16 * 1024;
 
 /// A client WebSocket, to Tacit or to the baseline relay.
 pub(crate) type Ws =
@@ -78,7 +82,11 @@ impl Conn {
     /// Opens a WebSocket to `url` within [`SETUP_TIMEOUT`], with Nagle's algorithm off (the
     /// clients pipeline small frames and flush on purpose).
     pub(crate) async fn connect(url: &str) -> Result<Conn> {
-        let connecting = tokio_tungstenite::connect_async_with_config(url, None, true);
+        // tungstenite zero-fills its whole read buffer before every read: its default
+        // (128 KiB) made that memset the bench clients' largest cost, taken from the server
+        // under test on this shared machine.
+        let config = WebSocketConfig::default().read_buffer_size(CLIENT_READ_BUFFER_BYTES);
+        let connecting = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
         let (ws, _) = tokio::time::timeout(SETUP_TIMEOUT, connecting)
             .await
             .map_err(|_| BenchError::Timeout("connecting"))??;

@@ -12,7 +12,6 @@ use tacit_proto::v1::{
 };
 use tacit_proto::validate::validate_client_frame;
 use tacit_proto::{decode_client_frame, encode, DecodeError};
-use tokio::sync::mpsc;
 
 mod admit;
 mod auth;
@@ -21,12 +20,11 @@ mod pipeline;
 mod requests;
 
 pub(crate) use admit::{admit, refuse};
+use delivery::Delivery;
 
 use crate::state::{AppState, UnauthenticatedSlot};
 use crate::store::{CommitRequest, DeviceRecord, StoreError};
 
-/// Outgoing frames waiting for the socket, per connection.
-const OUTGOING_FRAMES: usize = 512;
 /// Envelopes read from the database per batch.
 const DELIVERY_BATCH: usize = 256;
 
@@ -90,14 +88,16 @@ impl From<StoreError> for Failure {
 
 pub(crate) struct Session {
     state: Arc<AppState>,
-    out: mpsc::Sender<Message>,
+    /// Frames to write to the socket.
+    outbox: Outbox,
     id: u64,
     peer: std::net::IpAddr,
     /// Held until the connection authenticates (counts it among the unauthenticated ones).
     unauthenticated: Option<UnauthenticatedSlot>,
     nonce: Option<[u8; 32]>,
     device: Option<DeviceRecord>,
-    delivery: Option<tokio::task::JoinHandle<()>>,
+    /// The delivery of the device's queue, once authenticated.
+    delivery: Option<delivery::Delivery>,
     close: bool,
     /// Requests in flight (see `pipeline.rs`).
     pipeline: pipeline::Pipeline,
@@ -125,7 +125,29 @@ fn error_frame(request_id: u64, f: Failure) -> Message {
     )
 }
 
+/// What woke the connection's loop.
+enum Event {
+    /// A WebSocket message from the client (`None`: the stream ended or failed).
+    Frame(Option<Result<Message, axum::Error>>),
+    /// The oldest request in flight was answered.
+    Answer(Option<Message>),
+    /// The device's mailbox has something, or the delivery has more to send.
+    Delivery,
+    /// The delivery poll interval passed: re-read the queue even without a notice.
+    Poll,
+    /// The connection did not authenticate in time.
+    AuthDeadline,
+    /// The server is shutting down.
+    Shutdown,
+}
+
 /// Serves one admitted WebSocket until it closes or the server shuts down.
+///
+/// One task does everything for its connection — reads and answers requests, delivers the
+/// device's queue, writes to the socket — so that an idle connection costs one task and a busy
+/// one no hand-offs between tasks. Frames produced while handling an event are collected in the
+/// session's outbox and written with one flush, together with those of any other event that is
+/// ready at that moment.
 pub async fn serve(
     socket: WebSocket,
     state: Arc<AppState>,
@@ -134,18 +156,9 @@ pub async fn serve(
 ) {
     let id = state.next_connection.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut stream) = socket.split();
-    let (out, mut out_rx) = mpsc::channel::<Message>(OUTGOING_FRAMES);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = out_rx.recv().await {
-            if sink.send(m).await.is_err() {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
 
     let nonce: [u8; 32] = rand::random();
-    let mut session = Session::new(state.clone(), out, id, peer.ip(), nonce, slot);
+    let mut session = Session::new(state.clone(), id, peer.ip(), nonce, slot);
     tracing::debug!(connection = id, %peer, "connected");
     session
         .send(frame(
@@ -163,72 +176,148 @@ pub async fn serve(
     let connected_at = tokio::time::Instant::now();
     let relay_cap =
         connected_at + Duration::from_secs(state.limits.link_slot_ttl_secs).max(unauth_limit);
-    let mut unauth_deadline = connected_at + unauth_limit;
+    let unauth_deadline = tokio::time::sleep_until(connected_at + unauth_limit);
+    tokio::pin!(unauth_deadline);
+    let poll_every = Duration::from_secs(state.limits.delivery_poll_secs.max(1));
+    let poll = tokio::time::sleep(poll_every);
+    tokio::pin!(poll);
     let mut shutdown = state.shutdown.clone();
-    loop {
-        let authenticated = session.device.is_some();
-        let message = tokio::select! {
-            // With too many requests in flight, stop reading until one is answered.
-            m = stream.next(), if !session.pipeline.is_full() => m,
-            Some(answer) = session.pipeline.next() => {
-                if let Some(m) = answer {
-                    session.send(m).await;
+    'serve: loop {
+        if !write_out(&mut sink, &session).await {
+            break;
+        }
+        // Wait for one event, then take every other one that is ready now before writing.
+        let mut event = tokio::select! {
+            m = stream.next(), if !session.pipeline.is_full() => Event::Frame(m),
+            Some(answer) = session.pipeline.next() => Event::Answer(answer),
+            () = Delivery::due(&session.delivery) => Event::Delivery,
+            () = &mut poll, if session.delivery.is_some() => Event::Poll,
+            () = &mut unauth_deadline, if session.device.is_none() => Event::AuthDeadline,
+            _ = shutdown.changed() => Event::Shutdown,
+        };
+        let mut handled = 0;
+        loop {
+            match event {
+                Event::Frame(Some(Ok(message))) => {
+                    if session.frame(message).await {
+                        let deadline = (tokio::time::Instant::now() + unauth_limit).min(relay_cap);
+                        unauth_deadline.as_mut().reset(deadline);
+                    }
+                    if session.close {
+                        break 'serve;
+                    }
                 }
-                continue;
+                Event::Frame(_) | Event::Shutdown => break 'serve,
+                Event::Answer(answer) => {
+                    if let Some(m) = answer {
+                        session.send(m).await;
+                    }
+                }
+                Event::Delivery => {
+                    session.deliver().await;
+                    if session.close {
+                        break 'serve;
+                    }
+                }
+                Event::Poll => {
+                    if let Some(d) = session.delivery.as_mut() {
+                        d.poll();
+                    }
+                    poll.as_mut()
+                        .reset(tokio::time::Instant::now() + poll_every);
+                }
+                Event::AuthDeadline => {
+                    tracing::debug!(connection = id, "closing: not authenticated in time");
+                    session
+                        .send(error_frame(
+                            0,
+                            Failure::new(
+                                ErrorCode::NotAuthenticated,
+                                "authenticate within the time limit",
+                            ),
+                        ))
+                        .await;
+                    break 'serve;
+                }
             }
-            _ = tokio::time::sleep_until(unauth_deadline), if !authenticated => {
-                tracing::debug!(connection = id, "closing: not authenticated in time");
-                session.send(error_frame(0, Failure::new(ErrorCode::NotAuthenticated, "authenticate within the time limit"))).await;
+            handled += 1;
+            if handled == READY_EVENTS {
                 break;
             }
-            _ = shutdown.changed() => break,
-        };
-        let Some(Ok(message)) = message else { break };
-        match message {
-            Message::Binary(bytes) => {
-                let relay = session.handle(&bytes).await;
-                if relay {
-                    unauth_deadline = (tokio::time::Instant::now() + unauth_limit).min(relay_cap);
-                }
-            }
-            Message::Text(_) => {
-                if let Err(f) = session.take_unauthenticated_token() {
-                    session.send(error_frame(0, f)).await;
-                    continue;
-                }
-                session
-                    .send(error_frame(
-                        0,
-                        Failure::new(
-                            ErrorCode::MalformedFrame,
-                            "text frames are not part of the protocol; send binary protobuf frames",
-                        ),
-                    ))
-                    .await;
-            }
-            Message::Close(_) => break,
-            Message::Ping(_) | Message::Pong(_) => {}
-        }
-        if session.close {
-            break;
+            event = tokio::select! {
+                biased;
+                m = stream.next(), if !session.pipeline.is_full() => Event::Frame(m),
+                Some(answer) = session.pipeline.next() => Event::Answer(answer),
+                () = Delivery::due(&session.delivery) => Event::Delivery,
+                () = std::future::ready(()) => break,
+            };
         }
     }
     // Answer what is in flight: those writes happen regardless, and their clients should know.
     session.drain().await;
-    if let Some(d) = session.delivery.take() {
-        d.abort();
+    if write_out(&mut sink, &session).await {
+        let _ = sink.close().await;
     }
     drop(session);
-    let _ = writer.await;
     tracing::debug!(connection = id, "disconnected");
+}
+
+/// Most events handled before the frames they produced are written.
+const READY_EVENTS: usize = 64;
+
+/// Writes the session's outbox to the socket with one flush; false if the socket failed.
+async fn write_out(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    session: &Session,
+) -> bool {
+    let frames = session.outbox.take();
+    if frames.is_empty() {
+        return true;
+    }
+    for m in frames {
+        let close = matches!(m, Message::Close(_));
+        if sink.feed(m).await.is_err() {
+            return false;
+        }
+        if close {
+            break;
+        }
+    }
+    sink.flush().await.is_ok()
+}
+
+/// Frames waiting to be written to the connection's socket, in order.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    /// Behind a mutex only so that a session may be shared with `&` across awaits; only its
+    /// connection's task touches it.
+    frames: std::sync::Mutex<Vec<Message>>,
+}
+
+impl Outbox {
+    fn push(&self, m: Message) {
+        self.frames
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(m);
+    }
+
+    /// Everything waiting, oldest first.
+    pub(crate) fn take(&self) -> Vec<Message> {
+        std::mem::take(
+            &mut *self
+                .frames
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
 }
 
 impl Session {
     /// A session for connection `id` from `peer`, not yet authenticated, whose challenge is
-    /// `nonce`; answers go to `out`.
+    /// `nonce`; what it sends collects in its outbox.
     pub(crate) fn new(
         state: Arc<AppState>,
-        out: mpsc::Sender<Message>,
         id: u64,
         peer: std::net::IpAddr,
         nonce: [u8; 32],
@@ -236,7 +325,7 @@ impl Session {
     ) -> Self {
         Session {
             state,
-            out,
+            outbox: Outbox::default(),
             id,
             peer,
             unauthenticated: Some(slot),
@@ -246,6 +335,36 @@ impl Session {
             close: false,
             pipeline: pipeline::Pipeline::default(),
         }
+    }
+
+    /// The frames sent since the last call, oldest first.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn take_outgoing(&self) -> Vec<Message> {
+        self.outbox.take()
+    }
+
+    /// Handles one WebSocket message. Returns true if it was device-link relay traffic.
+    async fn frame(&mut self, message: Message) -> bool {
+        match message {
+            Message::Binary(bytes) => return self.handle(&bytes).await,
+            Message::Text(_) => {
+                if let Err(f) = self.take_unauthenticated_token() {
+                    self.send(error_frame(0, f)).await;
+                    return false;
+                }
+                self.send(error_frame(
+                    0,
+                    Failure::new(
+                        ErrorCode::MalformedFrame,
+                        "text frames are not part of the protocol; send binary protobuf frames",
+                    ),
+                ))
+                .await;
+            }
+            Message::Close(_) => self.close = true,
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+        false
     }
 
     /// Whether the connection asked to be closed (after a failed authentication).
@@ -260,16 +379,8 @@ impl Session {
         self.device.is_some()
     }
 
-    /// Stops pushing the device's queue (the connection is going away).
-    #[cfg(feature = "fuzzing")]
-    pub(crate) fn stop_delivery(&mut self) {
-        if let Some(d) = self.delivery.take() {
-            d.abort();
-        }
-    }
-
     async fn send(&self, m: Message) {
-        let _ = self.out.send(m).await;
+        self.outbox.push(m);
     }
 
     /// Before authentication, every frame costs a token of the peer's address.

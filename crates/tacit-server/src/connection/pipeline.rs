@@ -17,6 +17,8 @@ use std::pin::Pin;
 use futures_util::stream::FuturesOrdered;
 
 use super::*;
+use crate::notifier::{Notifier, Push};
+use crate::store::{AfterCommit, Enqueued, Posted};
 
 /// Most requests of one connection in flight; with this many the connection stops reading
 /// frames until one is answered (backpressure on the client).
@@ -107,7 +109,7 @@ impl Session {
         };
         // A connection whose delivery ended (its device removed) is refused by the
         // non-pipelined path, which says why and closes it.
-        let delivery_ended = self.delivery.as_ref().is_some_and(|d| d.is_finished());
+        let delivery_ended = self.delivery_ended();
         if delivery_ended || !matches!(body, Req::SendMessage(_) | Req::Ack(_)) {
             return Err(body);
         }
@@ -123,21 +125,25 @@ impl Session {
                     Box::pin(std::future::ready(frame))
                 } else {
                     let limits = &state.limits;
+                    let posted = Arc::new(Posted {
+                        group_id: m.group_id,
+                        sender: device,
+                        payload: m.message,
+                    });
                     let outcome = writes
                         .submit_send_message(
-                            m.group_id,
-                            device,
-                            m.message,
+                            posted.clone(),
                             limits.max_queue_len_per_device,
                             limits.message_ttl_secs.saturating_mul(1000),
+                            push_after_commit(state.notifier.clone(), posted),
                         )
                         .queued()
                         .await;
                     let state = state.clone();
                     Box::pin(async move {
                         let answer = match outcome.result().await {
-                            Ok(notify) => {
-                                for d in notify {
+                            Ok(not_pushed) => {
+                                for d in not_pushed {
                                     state.notifier.notify(d);
                                 }
                                 Ok(Some(Resp::MessageAccepted(v1::MessageAccepted {})))
@@ -163,4 +169,23 @@ impl Session {
         self.pipeline.push(answer);
         Ok(())
     }
+}
+
+/// Hands a committed message to its recipients' connections on this node (on the writer's
+/// thread, in commit order); the recipients without one are returned, to be notified.
+fn push_after_commit(notifier: Arc<dyn Notifier>, message: Arc<Posted>) -> AfterCommit {
+    Box::new(move |queued: Enqueued| {
+        let mut not_pushed = Vec::new();
+        for (device, seq) in queued.recipients {
+            let push = Push {
+                seq,
+                enqueued_ms: queued.enqueued_ms,
+                message: message.clone(),
+            };
+            if !notifier.push(device, &push) {
+                not_pushed.push(device);
+            }
+        }
+        not_pushed
+    })
 }

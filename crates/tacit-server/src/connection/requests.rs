@@ -23,7 +23,7 @@ impl Session {
         };
         // The delivery task ends by itself only when it finds this device removed (or the
         // connection or server going away): refuse whatever the device still sends, and close.
-        if self.delivery.as_ref().is_some_and(|d| d.is_finished()) {
+        if self.delivery_ended() {
             self.close = true;
             return Err(Failure::new(
                 ErrorCode::AuthFailed,

@@ -17,9 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
-use super::{LocalNotifier, Notifier};
+use super::{LocalNotifier, Mailbox, Notifier, Push};
 use crate::store::DeviceKey;
 
 /// Where NATS is and how this cluster's subjects are named.
@@ -124,7 +124,16 @@ impl Notifier for NatsNotifier {
         let _ = self.publish.try_send(device);
     }
 
-    fn subscribe(&self, device: DeviceKey) -> watch::Receiver<u64> {
+    fn push(&self, device: DeviceKey, push: &Push) -> bool {
+        if !self.shared.local.push(device, push) {
+            return false;
+        }
+        // The device may also be connected to another node.
+        let _ = self.publish.try_send(device);
+        true
+    }
+
+    fn subscribe(&self, device: DeviceKey) -> Mailbox {
         // Receiver first, then the interest: the interest check below sees it either way round.
         let receiver = self.shared.local.subscribe(device);
         let first = self

@@ -10,7 +10,7 @@ mod postgres;
 mod sqlite;
 
 pub use self::postgres::{PgOptions, PgStore};
-pub use pipelined::{Outcome, PipelinedWrites, Submitted};
+pub use pipelined::{AfterCommit, Enqueued, Outcome, PipelinedWrites, Posted, Submitted};
 pub use sqlite::SqliteStore;
 
 /// A device's row id in the store.

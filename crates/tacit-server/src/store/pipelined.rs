@@ -4,9 +4,38 @@
 //! requests in the order it read them and awaits their outcomes concurrently, so several of its
 //! requests share one commit while their order stays the order they were sent in.
 
+use std::sync::Arc;
+
 use tokio::sync::oneshot;
 
 use super::{DeviceKey, DeviceRecord, StoreError};
+
+/// An application message to queue, shared (not copied) between the store's write and the
+/// pushes to its recipients' connections.
+#[derive(Debug)]
+pub struct Posted {
+    /// The group it is sent in.
+    pub group_id: Vec<u8>,
+    /// The sending device.
+    pub sender: DeviceRecord,
+    /// The opaque MLS message.
+    pub payload: Vec<u8>,
+}
+
+/// Where a committed message was queued: each recipient with its sequence number, and the
+/// enqueue time stored with it.
+#[derive(Debug, Default)]
+pub struct Enqueued {
+    /// Every recipient device and the seq the message got in its queue.
+    pub recipients: Vec<(DeviceKey, u64)>,
+    /// When it was queued (milliseconds since the Unix epoch), as stored.
+    pub enqueued_ms: u64,
+}
+
+/// Runs right after the COMMIT holding a sent message returned, on the writer's thread and in
+/// commit order (so every device's pushes come in seq order); returns the devices it could not
+/// push the message to, which the caller then wakes. It must not block.
+pub type AfterCommit = Box<dyn FnOnce(Enqueued) -> Vec<DeviceKey> + Send>;
 
 /// Sends an operation that found the backend's queue full, blocking until there is room.
 pub(crate) type BlockedSend = Box<dyn FnOnce() -> Result<(), StoreError> + Send>;
@@ -16,14 +45,15 @@ pub(crate) type BlockedSend = Box<dyn FnOnce() -> Result<(), StoreError> + Send>
 /// blocking [`super::Store`] methods hold, and the outcome is known only after the COMMIT that
 /// holds the operation returned.
 pub trait PipelinedWrites: Send + Sync {
-    /// [`super::Store::send_message`], pipelined.
+    /// [`super::Store::send_message`], pipelined: once the message is committed, `after_commit`
+    /// runs with where it was queued, and its result (the devices still to wake) is the
+    /// outcome.
     fn submit_send_message(
         &self,
-        group_id: Vec<u8>,
-        sender: DeviceRecord,
-        message: Vec<u8>,
+        message: Arc<Posted>,
         max_queue: usize,
         ttl_ms: u64,
+        after_commit: AfterCommit,
     ) -> Submitted<Vec<DeviceKey>>;
     /// [`super::Store::ack`], pipelined.
     fn submit_ack(&self, device: DeviceKey, up_to: u64) -> Submitted<()>;

@@ -22,7 +22,7 @@ mod schema;
 mod writer;
 
 pub(crate) use schema::MIGRATIONS;
-use writer::Writer;
+use writer::{Isolation, Writer};
 
 /// Read connections kept open between reads.
 const IDLE_READERS: usize = 8;
@@ -65,6 +65,9 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "OFF" })?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Savepoint journals in memory: on disk (past 64 KiB) every page an operation touched
+        // was also written to a temporary file.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.busy_timeout(std::time::Duration::from_secs(BUSY_TIMEOUT_SECS))?;
         migrate(&conn)?;
         Ok(SqliteStore {
@@ -99,13 +102,15 @@ impl SqliteStore {
 
     /// A pipelined write: queued on the writer thread now, without blocking (see
     /// [`Writer::submit`]); resolves once its group is committed.
-    fn submit<T: Send + 'static>(
+    fn submit<T: Send + 'static, U: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    ) -> Submitted<T> {
+        isolation: Isolation,
+        then: impl FnOnce(T) -> U + Send + 'static,
+    ) -> Submitted<U> {
         match self.writer.read() {
             Ok(guard) => match guard.as_ref() {
-                Some(w) => w.submit(f),
+                Some(w) => w.submit(f, isolation, then),
                 None => Submitted::refused(StoreError::Closed),
             },
             Err(_) => Submitted::refused(lock_err()),

@@ -2,9 +2,12 @@
 //! savepoint of its own (see `writer.rs`) or, for reads, in a read transaction; the arguments are
 //! copied in, since the operation runs on another thread.
 
+use std::sync::Arc;
+
 use rusqlite::{params, Connection, OptionalExtension};
 use tacit_proto::v1::EnvelopeKind;
 
+use super::writer::Isolation;
 use super::SqliteStore;
 use crate::store::*;
 
@@ -89,17 +92,31 @@ struct NewPayload<'a> {
     ttl_ms: u64,
 }
 
-/// Stores one payload and queues it for `recipients`, each with its next sequence number.
+/// Stores one payload and queues it for `recipients`, each with its next sequence number;
+/// returns where it went.
 fn enqueue(
     tx: &Connection,
     p: &NewPayload<'_>,
     recipients: &[DeviceKey],
     max_queue: usize,
-) -> Result<(), StoreError> {
-    if recipients.is_empty() {
-        return Ok(());
-    }
+) -> Result<Enqueued, StoreError> {
     let now = now_ms();
+    let mut queued = Enqueued {
+        recipients: Vec::with_capacity(recipients.len()),
+        enqueued_ms: now,
+    };
+    if recipients.is_empty() {
+        return Ok(queued);
+    }
+    // Every refusal before the first write (pipelined sends run without a savepoint).
+    let mut queue_len = tx.prepare_cached("SELECT queue_len, handle FROM devices WHERE id = ?1")?;
+    for device in recipients {
+        let (len, handle): (i64, String) =
+            queue_len.query_row(params![device], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        if len < 0 || len as u64 >= max_queue as u64 {
+            return Err(queue_full(&handle, max_queue));
+        }
+    }
     let expires = now.saturating_add(p.ttl_ms) as i64;
     tx.prepare_cached(
         "INSERT INTO payloads (kind, group_id, sender_handle, sender_device, payload, enqueued_ms, expires_ms, refs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -116,29 +133,40 @@ fn enqueue(
         let (seq, len, handle): (i64, i64, String) =
             bump.query_row(params![device], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         if len < 0 || len as u64 > max_queue as u64 {
-            return Err(StoreError::Limit(format!(
-                "a device of {handle} has {max_queue} undelivered messages waiting; try again once it has caught up"
-            )));
+            return Err(queue_full(&handle, max_queue));
         }
         insert.execute(params![device, seq, payload_id, expires])?;
+        queued.recipients.push((*device, seq as u64));
     }
-    Ok(())
+    Ok(queued)
 }
 
-/// Removes queue rows of `device` with seq <= `up_to` and releases their payloads.
+fn queue_full(handle: &str, max_queue: usize) -> StoreError {
+    StoreError::Limit(format!(
+        "a device of {handle} has {max_queue} undelivered messages waiting; try again once it has caught up"
+    ))
+}
+
+/// Removes queue rows of `device` with seq <= `up_to` and releases their payloads, deleting
+/// each one its last queue row let go of.
 fn dequeue(tx: &Connection, device: DeviceKey, up_to: u64) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "UPDATE payloads SET refs = refs - 1 WHERE id IN (SELECT payload FROM queue WHERE device = ?1 AND seq <= ?2)",
-    )?
-    .execute(params![device, up_to as i64])?;
-    let removed = tx
-        .prepare_cached("DELETE FROM queue WHERE device = ?1 AND seq <= ?2")?
-        .execute(params![device, up_to as i64])?;
-    if removed > 0 {
-        tx.prepare_cached("UPDATE devices SET queue_len = queue_len - ?2 WHERE id = ?1")?
-            .execute(params![device, removed as i64])?;
-        tx.prepare_cached("DELETE FROM payloads WHERE refs <= 0")?
-            .execute([])?;
+    let payloads = tx
+        .prepare_cached("DELETE FROM queue WHERE device = ?1 AND seq <= ?2 RETURNING payload")?
+        .query_map(params![device, up_to as i64], |r| r.get::<_, i64>(0))?
+        .collect::<Result<Vec<i64>, _>>()?;
+    if payloads.is_empty() {
+        return Ok(());
+    }
+    tx.prepare_cached("UPDATE devices SET queue_len = queue_len - ?2 WHERE id = ?1")?
+        .execute(params![device, payloads.len() as i64])?;
+    let mut release =
+        tx.prepare_cached("UPDATE payloads SET refs = refs - 1 WHERE id = ?1 RETURNING refs")?;
+    let mut delete = tx.prepare_cached("DELETE FROM payloads WHERE id = ?1")?;
+    for payload in payloads {
+        let refs: i64 = release.query_row(params![payload], |r| r.get(0))?;
+        if refs <= 0 {
+            delete.execute(params![payload])?;
+        }
     }
     Ok(())
 }
@@ -168,7 +196,7 @@ fn send_message(
     message: &[u8],
     max_queue: usize,
     ttl_ms: u64,
-) -> Result<Vec<DeviceKey>, StoreError> {
+) -> Result<Enqueued, StoreError> {
     let exists = tx
         .prepare_cached("SELECT 1 FROM groups WHERE group_id = ?1")?
         .query_row(params![group_id], |_| Ok(()))
@@ -194,24 +222,35 @@ fn send_message(
         },
         &recipients,
         max_queue,
-    )?;
-    Ok(recipients)
+    )
 }
 
 impl PipelinedWrites for SqliteStore {
     fn submit_send_message(
         &self,
-        group_id: Vec<u8>,
-        sender: DeviceRecord,
-        message: Vec<u8>,
+        message: Arc<Posted>,
         max_queue: usize,
         ttl_ms: u64,
+        after_commit: AfterCommit,
     ) -> Submitted<Vec<DeviceKey>> {
-        self.submit(move |tx| send_message(tx, &group_id, &sender, &message, max_queue, ttl_ms))
+        self.submit(
+            move |tx| {
+                let m = &*message;
+                send_message(tx, &m.group_id, &m.sender, &m.payload, max_queue, ttl_ms)
+            },
+            // Unknown group, not a member, a full queue: all checked before the first write.
+            Isolation::FailsBeforeWriting,
+            after_commit,
+        )
     }
 
     fn submit_ack(&self, device: DeviceKey, up_to: u64) -> Submitted<()> {
-        self.submit(move |tx| dequeue(tx, device, up_to))
+        // Nothing to refuse: only a database error can fail it.
+        self.submit(
+            move |tx| dequeue(tx, device, up_to),
+            Isolation::FailsBeforeWriting,
+            |()| (),
+        )
     }
 }
 
@@ -529,7 +568,10 @@ impl Store for SqliteStore {
         ttl_ms: u64,
     ) -> Result<Vec<DeviceKey>, StoreError> {
         let (group_id, sender, message) = (group_id.to_vec(), sender.clone(), message.to_vec());
-        self.tx(move |tx| send_message(tx, &group_id, &sender, &message, max_queue, ttl_ms))
+        self.tx(move |tx| {
+            let queued = send_message(tx, &group_id, &sender, &message, max_queue, ttl_ms)?;
+            Ok(queued.recipients.into_iter().map(|(d, _)| d).collect())
+        })
     }
 
     fn fetch(

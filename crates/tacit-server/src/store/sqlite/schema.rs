@@ -18,6 +18,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "index queue rows by payload",
         sql: SCHEMA_V2,
     },
+    Migration {
+        version: 3,
+        name: "drop the index of payloads by reference count",
+        sql: SCHEMA_V3,
+    },
 ];
 
 const SCHEMA_V1: &str = "
@@ -83,4 +88,11 @@ CREATE INDEX queue_by_expiry ON queue (expires_ms);
 /// grew costlier with the backlog.
 const SCHEMA_V2: &str = "
 CREATE INDEX queue_by_payload ON queue (payload);
+";
+
+/// Acknowledgments now delete each payload their queue rows let go of by id, so nothing looks
+/// payloads up by reference count any more; the index cost two index writes per message (its
+/// entry moved when the count went down).
+const SCHEMA_V3: &str = "
+DROP INDEX payloads_unreferenced;
 ";

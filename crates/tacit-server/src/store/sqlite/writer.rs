@@ -2,7 +2,9 @@
 //! batches, one transaction — and so one fsync — per batch.
 //!
 //! Each operation runs in a savepoint of its own inside the batch's transaction: an operation
-//! that fails is rolled back alone and the others go on. Nobody hears about the outcome of an
+//! that fails is rolled back alone and the others go on. (The hot pipelined operations, which
+//! check everything they can be refused for before they write, skip the savepoint: see
+//! [`Isolation`].) Nobody hears about the outcome of an
 //! operation before the batch's COMMIT has returned, so "accepted" still means "on disk"
 //! (`synchronous=FULL`). A batch is whatever is waiting when the previous one finished (up to
 //! [`MAX_BATCH_OPS`]), so a lone operation is committed at once and a busy server commits many
@@ -61,19 +63,47 @@ impl<T> Reply<T> {
     }
 }
 
-struct Op<F, T> {
-    f: F,
-    reply: Reply<T>,
+/// How a failing operation is kept out of its batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Isolation {
+    /// The operation runs in a savepoint of its own, rolled back if it fails.
+    Savepoint,
+    /// The operation only fails before its first write (it checks everything it can be refused
+    /// for first), so it runs without the savepoint's cost: two statements, and a copy of every
+    /// page it touches into the sub-journal. Should it fail after writing all the same (a
+    /// database error, a panic), the whole batch is rolled back and every operation in it
+    /// fails — nothing half-done is ever committed.
+    FailsBeforeWriting,
 }
 
-impl<F, T> Operation for Op<F, T>
+/// An operation `f` whose committed result goes through `then` (on the writer's thread, right
+/// after the COMMIT) to `reply`.
+struct Op<F, G, U> {
+    f: F,
+    isolation: Isolation,
+    then: G,
+    reply: Reply<U>,
+}
+
+impl<F, G, T, U> Operation for Op<F, G, U>
 where
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
+    G: FnOnce(T) -> U + Send + 'static,
     T: Send + 'static,
+    U: Send + 'static,
 {
     fn run(self: Box<Self>, conn: &Connection) -> (Delivery, Result<(), Unsound>) {
-        let Op { f, reply } = *self;
-        let (outcome, sound) = match in_savepoint(conn, f) {
+        let Op {
+            f,
+            isolation,
+            then,
+            reply,
+        } = *self;
+        let ran = match isolation {
+            Isolation::Savepoint => in_savepoint(conn, f),
+            Isolation::FailsBeforeWriting => without_savepoint(conn, f),
+        };
+        let (outcome, sound) = match ran {
             Ok(outcome) => (outcome, Ok(())),
             Err(Unsound) => (
                 Err(StoreError::Db("could not undo a failed operation".into())),
@@ -82,7 +112,7 @@ where
         };
         let deliver: Delivery = Box::new(move |committed| {
             let result = match (outcome, committed) {
-                (Ok(value), Ok(())) => Ok(value),
+                (Ok(value), Ok(())) => Ok(then(value)),
                 (Ok(_), Err(e)) => Err(StoreError::Db(format!("commit failed: {e}"))),
                 (Err(e), _) => Err(e),
             };
@@ -126,6 +156,21 @@ fn in_savepoint<T>(
     Ok(outcome)
 }
 
+/// Runs `f` directly in the batch's transaction. `Err(Unsound)` if it failed (or panicked)
+/// after changing rows, which only rolling back the whole batch can undo.
+fn without_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<Result<T, StoreError>, Unsound> {
+    let before = conn.total_changes();
+    let outcome = catch_unwind(AssertUnwindSafe(|| f(conn)))
+        .unwrap_or_else(|_| Err(StoreError::Db("a storage operation panicked".into())));
+    if outcome.is_err() && conn.total_changes() != before {
+        return Err(Unsound);
+    }
+    Ok(outcome)
+}
+
 enum Message {
     Op(Box<dyn Operation>),
     /// Finish what is queued, fold the WAL into the database file, close, and report.
@@ -159,22 +204,35 @@ impl Writer {
     ) -> Result<T, StoreError> {
         let (reply, result) = mpsc::sync_channel(1);
         let reply = Reply::Blocking(reply);
+        let then = |value| value;
+        let isolation = Isolation::Savepoint;
         self.queue
-            .send(Message::Op(Box::new(Op { f, reply })))
+            .send(Message::Op(Box::new(Op {
+                f,
+                isolation,
+                then,
+                reply,
+            })))
             .map_err(|_| StoreError::Closed)?;
         result.recv().map_err(|_| StoreError::Closed)?
     }
 
     /// Queues `f` behind every operation queued before, without blocking: the returned
-    /// [`Submitted`] resolves once its batch is committed. When the queue is full, the operation
-    /// is handed back inside the [`Submitted`] to be queued off the async runtime.
-    pub fn submit<T: Send + 'static>(
+    /// [`Submitted`] resolves once its batch is committed, with `f`'s result passed through
+    /// `then` on the writer's thread right after the COMMIT (in commit order; `then` must not
+    /// block). When the queue is full, the operation is handed back inside the [`Submitted`] to
+    /// be queued off the async runtime.
+    pub fn submit<T: Send + 'static, U: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    ) -> Submitted<T> {
+        isolation: Isolation,
+        then: impl FnOnce(T) -> U + Send + 'static,
+    ) -> Submitted<U> {
         let (reply, outcome) = oneshot::channel();
         let op = Message::Op(Box::new(Op {
             f,
+            isolation,
+            then,
             reply: Reply::Async(reply),
         }));
         match self.queue.try_send(op) {
@@ -333,17 +391,27 @@ mod tests {
         // full and wait for room, and still keep their place. Every tenth fails and is rolled
         // back alone.
         let n = (QUEUE_OPS * 2) as i64;
+        // The after-commit step of each committed operation, in the order it ran.
+        let after_commit = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let results = rt.block_on(async {
             let mut outcomes = Vec::new();
             for i in 0..n {
+                let seen = after_commit.clone();
                 let queued = w
-                    .submit(move |c| {
-                        c.execute("INSERT INTO t (v) VALUES (?1)", [i])?;
-                        if i % 10 == 9 {
-                            return Err(StoreError::Limit("tenth".into()));
-                        }
-                        Ok(i)
-                    })
+                    .submit(
+                        move |c| {
+                            c.execute("INSERT INTO t (v) VALUES (?1)", [i])?;
+                            if i % 10 == 9 {
+                                return Err(StoreError::Limit("tenth".into()));
+                            }
+                            Ok(i)
+                        },
+                        Isolation::Savepoint,
+                        move |v| {
+                            seen.lock().unwrap().push(v);
+                            v
+                        },
+                    )
                     .queued()
                     .await;
                 outcomes.push(queued);
@@ -360,6 +428,9 @@ mod tests {
                 Err(e) => assert!(i % 10 == 9, "{i}: {e}"),
             }
         }
+        // The after-commit steps ran for the committed operations only, in commit order.
+        let expected: Vec<i64> = (0..n).filter(|i| i % 10 != 9).collect();
+        assert_eq!(*after_commit.lock().unwrap(), expected);
         // Rows went in in submission order (rowid order = v order), without the failed ones.
         let rows: Vec<i64> = w
             .write(|c| {
@@ -375,6 +446,107 @@ mod tests {
     }
 
     #[test]
+    fn an_operation_without_savepoint_failing_after_a_write_rolls_back_its_whole_batch() {
+        let w = writer();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // Holds the writer busy in a batch of its own, so that the operations submitted while
+        // it holds share the next batch.
+        let hold = || {
+            let (release, held) = std::sync::mpsc::channel::<()>();
+            let (started, running) = std::sync::mpsc::channel::<()>();
+            let busy = w.submit(
+                move |_| {
+                    let _ = started.send(());
+                    let _ = held.recv();
+                    Ok(())
+                },
+                Isolation::Savepoint,
+                |()| (),
+            );
+            (busy, running, release)
+        };
+        let (busy, running, release) = hold();
+        let insert = |v: i64, fail: bool, isolation| {
+            w.submit(
+                move |c| {
+                    if fail && v == 2 {
+                        // Refused before writing: the others are unaffected.
+                        return Err(StoreError::Limit("refused first".into()));
+                    }
+                    c.execute("INSERT INTO t (v) VALUES (?1)", [v])?;
+                    if fail {
+                        return Err(StoreError::Limit("refused after writing".into()));
+                    }
+                    Ok(v)
+                },
+                isolation,
+                |v| v,
+            )
+        };
+        let results = rt.block_on(async {
+            let busy = busy.queued().await;
+            running.recv().unwrap();
+            let first = [
+                insert(1, false, Isolation::FailsBeforeWriting)
+                    .queued()
+                    .await,
+                insert(2, true, Isolation::FailsBeforeWriting)
+                    .queued()
+                    .await,
+                insert(3, false, Isolation::FailsBeforeWriting)
+                    .queued()
+                    .await,
+            ];
+            release.send(()).unwrap();
+            busy.result().await.unwrap();
+            let mut results = Vec::new();
+            for o in first {
+                results.push(o.result().await);
+            }
+            results
+        });
+        assert_eq!(results[0].as_ref().unwrap(), &1);
+        assert!(matches!(results[1], Err(StoreError::Limit(_))));
+        assert_eq!(results[2].as_ref().unwrap(), &3);
+        assert_eq!(count(&w), 2);
+
+        // One that fails after writing takes its batch down with it, and nothing of it stays.
+        let (busy, running, release) = hold();
+        let results = rt.block_on(async {
+            let busy = busy.queued().await;
+            running.recv().unwrap();
+            let batch = [
+                insert(4, false, Isolation::FailsBeforeWriting)
+                    .queued()
+                    .await,
+                insert(5, true, Isolation::FailsBeforeWriting)
+                    .queued()
+                    .await,
+            ];
+            release.send(()).unwrap();
+            busy.result().await.unwrap();
+            let mut results = Vec::new();
+            for o in batch {
+                results.push(o.result().await);
+            }
+            results
+        });
+        assert!(results.iter().all(|r| matches!(r, Err(StoreError::Db(_)))));
+        assert_eq!(count(&w), 2);
+        // The writer goes on.
+        let next = rt.block_on(async {
+            let queued = insert(6, false, Isolation::FailsBeforeWriting)
+                .queued()
+                .await;
+            queued.result().await
+        });
+        assert_eq!(next.unwrap(), 6);
+        assert_eq!(count(&w), 3);
+    }
+
+    #[test]
     fn after_close_every_call_is_refused() {
         let w = writer();
         let queue = w.queue.clone();
@@ -382,6 +554,8 @@ mod tests {
         let (reply, _r) = mpsc::sync_channel::<Result<(), StoreError>>(1);
         let op = Op {
             f: |_: &Connection| Ok(()),
+            isolation: Isolation::Savepoint,
+            then: |()| (),
             reply: Reply::Blocking(reply),
         };
         assert!(queue.send(Message::Op(Box::new(op))).is_err());
