@@ -108,14 +108,34 @@ fn enqueue(
     if recipients.is_empty() {
         return Ok(queued);
     }
-    // Every refusal before the first write (pipelined sends run without a savepoint).
-    let mut queue_len = tx.prepare_cached("SELECT queue_len, handle FROM devices WHERE id = ?1")?;
-    for device in recipients {
-        let (len, handle): (i64, String) =
-            queue_len.query_row(params![device], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        if len < 0 || len as u64 >= max_queue as u64 {
-            return Err(queue_full(&handle, max_queue));
+    // Every refusal comes before the first write (pipelined sends run without a savepoint): a
+    // full queue is found by the first recipient's guarded update, before which nothing was
+    // written, or for several recipients by looking at all of them first.
+    if recipients.len() > 1 {
+        let mut queue_len =
+            tx.prepare_cached("SELECT queue_len, handle FROM devices WHERE id = ?1")?;
+        for device in recipients {
+            let (len, handle): (i64, String) =
+                queue_len.query_row(params![device], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            if len < 0 || len as u64 >= max_queue as u64 {
+                return Err(queue_full(&handle, max_queue));
+            }
         }
+    }
+    let mut bump = tx.prepare_cached(
+        "UPDATE devices SET next_seq = next_seq + 1, queue_len = queue_len + 1 WHERE id = ?1 AND queue_len >= 0 AND queue_len < ?2 RETURNING next_seq - 1",
+    )?;
+    for device in recipients {
+        let seq: Option<i64> = bump
+            .query_row(params![device, max_queue as i64], |r| r.get(0))
+            .optional()?;
+        let Some(seq) = seq else {
+            let handle: String = tx
+                .prepare_cached("SELECT handle FROM devices WHERE id = ?1")?
+                .query_row(params![device], |r| r.get(0))?;
+            return Err(queue_full(&handle, max_queue));
+        };
+        queued.recipients.push((*device, seq as u64));
     }
     let expires = now.saturating_add(p.ttl_ms) as i64;
     tx.prepare_cached(
@@ -123,20 +143,11 @@ fn enqueue(
     )?
     .execute(params![p.kind as i32, p.group_id, p.sender.handle, p.sender.device_id as i64, p.payload, now as i64, expires, recipients.len() as i64])?;
     let payload_id = tx.last_insert_rowid();
-    let mut bump = tx.prepare_cached(
-        "UPDATE devices SET next_seq = next_seq + 1, queue_len = queue_len + 1 WHERE id = ?1 RETURNING next_seq - 1, queue_len, handle",
-    )?;
     let mut insert = tx.prepare_cached(
         "INSERT INTO queue (device, seq, payload, expires_ms) VALUES (?1, ?2, ?3, ?4)",
     )?;
-    for device in recipients {
-        let (seq, len, handle): (i64, i64, String) =
-            bump.query_row(params![device], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        if len < 0 || len as u64 > max_queue as u64 {
-            return Err(queue_full(&handle, max_queue));
-        }
-        insert.execute(params![device, seq, payload_id, expires])?;
-        queued.recipients.push((*device, seq as u64));
+    for (device, seq) in &queued.recipients {
+        insert.execute(params![device, *seq as i64, payload_id, expires])?;
     }
     Ok(queued)
 }
@@ -159,13 +170,14 @@ fn dequeue(tx: &Connection, device: DeviceKey, up_to: u64) -> Result<(), StoreEr
     }
     tx.prepare_cached("UPDATE devices SET queue_len = queue_len - ?2 WHERE id = ?1")?
         .execute(params![device, payloads.len() as i64])?;
-    let mut release =
-        tx.prepare_cached("UPDATE payloads SET refs = refs - 1 WHERE id = ?1 RETURNING refs")?;
-    let mut delete = tx.prepare_cached("DELETE FROM payloads WHERE id = ?1")?;
+    // A payload held by this queue row only is deleted in one statement (every 1:1 message);
+    // one other devices still hold loses a reference.
+    let mut last_reference =
+        tx.prepare_cached("DELETE FROM payloads WHERE id = ?1 AND refs <= 1")?;
+    let mut release = tx.prepare_cached("UPDATE payloads SET refs = refs - 1 WHERE id = ?1")?;
     for payload in payloads {
-        let refs: i64 = release.query_row(params![payload], |r| r.get(0))?;
-        if refs <= 0 {
-            delete.execute(params![payload])?;
+        if last_reference.execute(params![payload])? == 0 {
+            release.execute(params![payload])?;
         }
     }
     Ok(())
@@ -197,20 +209,20 @@ fn send_message(
     max_queue: usize,
     ttl_ms: u64,
 ) -> Result<Enqueued, StoreError> {
-    let exists = tx
-        .prepare_cached("SELECT 1 FROM groups WHERE group_id = ?1")?
-        .query_row(params![group_id], |_| Ok(()))
-        .optional()?;
-    if exists.is_none() {
-        return Err(StoreError::UnknownGroup);
-    }
-    if !is_member(tx, group_id, sender.key)? {
-        return Err(StoreError::NotAMember);
-    }
-    let recipients: Vec<DeviceKey> = members(tx, group_id)?
-        .into_iter()
-        .filter(|d| *d != sender.key)
-        .collect();
+    // One read for the usual case (a member sending); the refusals tell apart a group that
+    // does not exist from one the sender is not in.
+    let mut recipients = members(tx, group_id)?;
+    let Some(me) = recipients.iter().position(|d| *d == sender.key) else {
+        let exists = tx
+            .prepare_cached("SELECT 1 FROM groups WHERE group_id = ?1")?
+            .query_row(params![group_id], |_| Ok(()))
+            .optional()?;
+        return Err(match exists {
+            Some(()) => StoreError::NotAMember,
+            None => StoreError::UnknownGroup,
+        });
+    };
+    recipients.remove(me);
     enqueue(
         tx,
         &NewPayload {
