@@ -81,13 +81,13 @@ impl Drop for BaselineRelay {
 /// One connection, until either side closes it or the relay stops.
 async fn serve(stream: TcpStream, slots: Slots) {
     let mut path = String::new();
-    // The callback's signature (a large `ErrorResponse`) is tungstenite's, not ours.
-    #[allow(clippy::result_large_err)]
     // The same WebSocket buffers as a Tacit server's, so that the comparison is of the work
     // done per frame, not of buffer sizes.
     let config = WebSocketConfig::default()
         .read_buffer_size(tacit_server::WS_READ_BUFFER_BYTES)
         .write_buffer_size(tacit_server::WS_WRITE_BUFFER_BYTES);
+    // The callback's signature (a large `ErrorResponse`) is tungstenite's, not ours.
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| {
         path = req.uri().path().to_owned();
         Ok(resp)
