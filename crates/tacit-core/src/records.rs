@@ -84,6 +84,27 @@ pub struct OutboxItem {
     pub message: Vec<u8>,
 }
 
+/// First byte of an outbox item stored in postcard (store schema version 3 on). Items written
+/// before are JSON objects, whose first byte is `{`.
+const OUTBOX_POSTCARD: u8 = 1;
+
+impl OutboxItem {
+    /// The stored form: a format byte and the item in postcard's compact encoding (a JSON
+    /// object would spell every byte of the message as a decimal number, and no longer fit in
+    /// one database page).
+    pub(crate) fn to_stored(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_extend(self, vec![OUTBOX_POSTCARD])
+    }
+
+    /// Reads an item in its stored form (postcard, or JSON as written by schema version 2).
+    pub(crate) fn from_stored(bytes: &[u8]) -> Result<OutboxItem, String> {
+        match bytes.split_first() {
+            Some((&OUTBOX_POSTCARD, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
+            _ => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+        }
+    }
+}
+
 /// A commit sent (or about to be sent) to the server and not yet known to be accepted or refused.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct InFlightCommit {
