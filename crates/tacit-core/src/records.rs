@@ -148,3 +148,24 @@ pub(crate) fn recent_digests_key(group_id: &[u8]) -> Vec<u8> {
     key.extend_from_slice(group_id);
     key
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn outbox_items_round_trip_and_json_ones_are_still_read() {
+        let item = OutboxItem {
+            id: 7,
+            group_id: vec![1; 16],
+            message: vec![0xab; 374],
+        };
+        let stored = item.to_stored().unwrap();
+        assert!(stored.len() < 400, "{}", stored.len());
+        assert_eq!(OutboxItem::from_stored(&stored).unwrap(), item);
+        let json = serde_json::to_vec(&item).unwrap();
+        assert_eq!(OutboxItem::from_stored(&json).unwrap(), item);
+        assert!(OutboxItem::from_stored(&stored[..stored.len() - 1]).is_err());
+    }
+}
