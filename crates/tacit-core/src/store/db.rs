@@ -578,6 +578,61 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_log_is_migrated_and_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = StoreKey::generate();
+        let s = file_store(dir.path(), &key);
+        // The version-2 table (ids global, AUTOINCREMENT, an index by list) with three entries
+        // sealed as version 2 sealed them (to the hidden list and the id).
+        let conn = Connection::open(dir.path().join("store.db")).unwrap();
+        conn.execute_batch(
+            "BEGIN;
+             DROP TABLE log;
+             CREATE TABLE log (id INTEGER PRIMARY KEY AUTOINCREMENT, list BLOB NOT NULL, v BLOB NOT NULL);
+             CREATE INDEX log_by_list ON log (list, id);
+             PRAGMA user_version = 2;
+             COMMIT;",
+        )
+        .unwrap();
+        for (id, list, value) in [(1i64, b"a", b"a1"), (2, b"b", b"b1"), (3, b"a", b"a2")] {
+            let l = s.cipher.hide_key(0, list);
+            let mut aad = l.clone();
+            aad.extend_from_slice(&id.to_be_bytes());
+            let sealed = s.cipher.seal(&aad, value).unwrap();
+            conn.execute(
+                "INSERT INTO log (id, list, v) VALUES (?1, ?2, ?3)",
+                params![id, l, sealed],
+            )
+            .unwrap();
+        }
+        drop((conn, s));
+        let mut s = file_store(dir.path(), &key);
+        let version: i64 = s
+            .raw()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        s.transaction(|tx| -> Result<(), StoreError> {
+            let a2 = tx.log_append(b"a", b"a3")?;
+            let read = |list: &[u8]| -> Result<Vec<Vec<u8>>, StoreError> {
+                Ok(tx
+                    .log_read(list, 0, 10)?
+                    .into_iter()
+                    .map(|(_, v)| v)
+                    .collect())
+            };
+            assert_eq!(
+                read(b"a")?,
+                [b"a1".to_vec(), b"a2".to_vec(), b"a3".to_vec()]
+            );
+            assert_eq!(read(b"b")?, [b"b1".to_vec()]);
+            assert_eq!(tx.log_read(b"a", a2 - 1, 10)?.len(), 1, "ids still grow");
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
     fn values_cannot_be_moved_between_rows() {
         let mut s = LocalStore::open_in_memory(&StoreKey::generate()).unwrap();
         s.transaction(|tx| -> Result<(), StoreError> {
