@@ -80,6 +80,7 @@ pub(crate) fn put_conversation(tx: &StoreTx<'_>, c: &Conversation) -> Result<()>
     Ok(tx.put_json(Namespace::Conversation, &c.group_id, c)?)
 }
 
+/// Adds a line to the history unless one with the same message id is there already.
 pub(crate) fn append_history(
     tx: &StoreTx<'_>,
     group_id: &[u8],
@@ -89,6 +90,17 @@ pub(crate) fn append_history(
     if tx.get(Namespace::Meta, &key)?.is_some() {
         return Ok(());
     }
+    append_new_history(tx, group_id, entry)
+}
+
+/// Adds a line whose message id this device has just drawn at random (its own message, a
+/// system line), so cannot be in the history yet: no need to look.
+pub(crate) fn append_new_history(
+    tx: &StoreTx<'_>,
+    group_id: &[u8],
+    entry: &HistoryEntry,
+) -> Result<()> {
+    let key = seen_key(group_id, &entry.message_id);
     tx.put(Namespace::Meta, &key, &[1])?;
     let bytes = serde_json::to_vec(entry).map_err(|e| CoreError::Invalid(e.to_string()))?;
     tx.log_append(&history_list(group_id), &bytes)?;
@@ -98,7 +110,7 @@ pub(crate) fn append_history(
 pub(crate) fn system_line(tx: &StoreTx<'_>, group_id: &[u8], by: &str, text: String) -> Result<()> {
     let mut id = b"sys:".to_vec();
     id.extend_from_slice(&rand::random::<[u8; 16]>());
-    append_history(
+    append_new_history(
         tx,
         group_id,
         &HistoryEntry {

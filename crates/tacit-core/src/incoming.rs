@@ -8,8 +8,9 @@
 //!   dropped, after the device processed it but before its acknowledgment was committed;
 //! - the same message bytes under a new sequence number: the server committed a message but
 //!   crashed before answering, so the sender's outbox sent the identical bytes again. The
-//!   digests of the last [`RECENT_DIGESTS`] messages of each conversation are kept to recognise
-//!   them (a copy could not be decrypted a second time anyway: MLS deletes used keys).
+//!   digests of the last [`RING_DIGESTS`](crate::store::RING_DIGESTS) messages of each
+//!   conversation are kept to recognise them (a copy could not be decrypted a second time
+//!   anyway: MLS deletes used keys).
 
 use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::*;
@@ -27,7 +28,7 @@ use crate::error::{mls, CoreError, Result};
 use crate::events::Event;
 use crate::op::Op;
 use crate::records::*;
-use crate::store::{Namespace, StoreTx};
+use crate::store::{Namespace, StoreTx, DIGEST_BYTES};
 
 /// Result of processing one envelope.
 #[derive(Debug, PartialEq, Eq)]
@@ -49,39 +50,28 @@ pub struct Redeliveries {
     pub resent_copies: u64,
 }
 
-/// How many message digests per conversation are remembered to recognise a resent copy. A
-/// resend is always the sender's latest message in that conversation, so a copy arrives after
-/// it with only the messages other members sent in the meantime in between. An older copy
-/// still cannot show twice: MLS refuses to decrypt it again (its key was deleted when it was
-/// first read), so it is refused with a line in the history instead of dropped quietly.
-pub(crate) const RECENT_DIGESTS: usize = 128;
-
-const DIGEST_LEN: usize = 32;
-
 /// The digest that identifies a message envelope's bytes; None for other kinds (commits and
 /// Welcomes are never resent as new envelopes: the server refuses a second commit for an epoch).
-fn message_digest(envelope: &v1::Envelope) -> Option<[u8; DIGEST_LEN]> {
+fn message_digest(envelope: &v1::Envelope) -> Option<[u8; DIGEST_BYTES]> {
     (envelope.kind == EnvelopeKind::Message as i32)
         .then(|| Sha256::digest(&envelope.payload).into())
 }
 
 /// Whether a message with this digest was processed recently in the conversation.
-fn seen_recently(tx: &StoreTx<'_>, group_id: &[u8], digest: &[u8; DIGEST_LEN]) -> Result<bool> {
-    let recent = tx
-        .get(Namespace::Meta, &recent_digests_key(group_id))?
-        .unwrap_or_default();
-    Ok(recent.chunks_exact(DIGEST_LEN).any(|d| d == digest))
+fn seen_recently(tx: &StoreTx<'_>, group_id: &[u8], digest: &[u8; DIGEST_BYTES]) -> Result<bool> {
+    Ok(tx.ring_contains(&recent_digests_key(group_id), digest)?)
 }
 
-/// Remembers a processed message's digest, forgetting the oldest beyond [`RECENT_DIGESTS`].
-fn remember(tx: &StoreTx<'_>, group_id: &[u8], digest: &[u8; DIGEST_LEN]) -> Result<()> {
-    let key = recent_digests_key(group_id);
-    let mut recent = tx.get(Namespace::Meta, &key)?.unwrap_or_default();
-    recent.truncate(recent.len() - recent.len() % DIGEST_LEN);
-    recent.extend_from_slice(digest);
-    let excess = recent.len().saturating_sub(RECENT_DIGESTS * DIGEST_LEN);
-    recent.drain(..excess);
-    Ok(tx.put(Namespace::Meta, &key, &recent)?)
+/// Remembers a processed message's digest, forgetting the oldest beyond
+/// [`RING_DIGESTS`](crate::store::RING_DIGESTS) (one small row written: see
+/// [`StoreTx::ring_push`]).
+///
+/// A resend is always the sender's latest message in that conversation, so a copy arrives
+/// after it with only the messages other members sent in the meantime in between. An older
+/// copy still cannot show twice: MLS refuses to decrypt it again (its key was deleted when it
+/// was first read), so it is refused with a line in the history instead of dropped quietly.
+fn remember(tx: &StoreTx<'_>, group_id: &[u8], digest: &[u8; DIGEST_BYTES]) -> Result<()> {
+    Ok(tx.ring_push(&recent_digests_key(group_id), digest)?)
 }
 
 /// Records a dropped redelivery: moves the queue position on and counts it.

@@ -6,7 +6,7 @@ use openmls::prelude::*;
 use prost::Message as _;
 use tacit_proto::v1;
 
-use crate::conversation::{append_history, get_conversation, OutgoingMessage};
+use crate::conversation::{append_new_history, get_conversation, OutgoingMessage};
 use crate::device::Device;
 use crate::error::{mls, CoreError, Result};
 use crate::records::*;
@@ -60,7 +60,7 @@ impl Device {
                 .tls_serialize_detached()
                 .map_err(mls)?;
             if let Some(text) = history_text {
-                append_history(
+                append_new_history(
                     tx,
                     group_id,
                     &HistoryEntry {
@@ -81,7 +81,10 @@ impl Device {
                 group_id: group_id.to_vec(),
                 message: message.clone(),
             };
-            tx.put_json(Namespace::Outbox, &id.to_be_bytes(), &item)?;
+            let stored = item
+                .to_stored()
+                .map_err(|e| CoreError::Invalid(e.to_string()))?;
+            tx.put(Namespace::Outbox, &id.to_be_bytes(), &stored)?;
             Ok(OutgoingMessage {
                 outbox_id: id,
                 group_id: group_id.to_vec(),
@@ -95,11 +98,10 @@ impl Device {
         self.store.transaction(|tx| {
             let mut items = Vec::new();
             for v in tx.values(Namespace::Outbox)? {
-                let item: OutboxItem =
-                    serde_json::from_slice(&v).map_err(|e| CoreError::Malformed {
-                        what: "outbox item",
-                        reason: e.to_string(),
-                    })?;
+                let item = OutboxItem::from_stored(&v).map_err(|reason| CoreError::Malformed {
+                    what: "outbox item",
+                    reason,
+                })?;
                 items.push(item);
             }
             items.sort_by_key(|i| i.id);

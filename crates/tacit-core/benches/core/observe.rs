@@ -46,6 +46,7 @@ pub fn tacit_row_name(key: &[u8]) -> String {
         [b'k', 4, ..] => "outbox".into(),
         [b'k', 5, ..] => "OpenMLS item".into(),
         [b'k', 6, ..] => "chunk of an OpenMLS item".into(),
+        [b'k', 7, ..] => "bucket of recent digests".into(),
         _ => "other".into(),
     }
 }

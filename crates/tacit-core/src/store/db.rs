@@ -11,12 +11,16 @@ use zeroize::Zeroizing;
 use super::cipher::Cipher;
 use super::items::{ChunkMemory, Touched};
 use super::mls_storage::{MlsStorage, TxProvider};
+use super::ring::RingMemory;
 use super::{StoreError, StoreKey};
 
 /// The newest schema version this build knows. 1: every value JSON. 2: OpenMLS values in a
 /// compact binary encoding, large ones split into chunks ([`Namespace::Chunk`]); values written
-/// by version 1 are still read.
-const SCHEMA_VERSION: i64 = 2;
+/// by version 1 are still read. 3: the log clustered by list (one page touched per append, where
+/// the version-1 table also wrote an index entry and its AUTOINCREMENT counter), rings of
+/// digests in buckets ([`Namespace::Ring`]), outbox items in postcard; version-2 rings and
+/// outbox items are still read.
+const SCHEMA_VERSION: i64 = 3;
 /// A known value sealed at creation; opening it proves the key is right.
 const KEY_CHECK: &[u8] = b"tacit local store key check v1";
 
@@ -36,6 +40,8 @@ pub enum Namespace {
     Mls = 5,
     /// Chunks of large values (see [`StoreTx::put_item`]).
     Chunk = 6,
+    /// Buckets of rings of digests (see [`StoreTx::ring_push`]).
+    Ring = 7,
 }
 
 /// An open local store.
@@ -50,6 +56,8 @@ pub struct LocalStore {
     generation: u64,
     /// The chunks of large values as last written or read (see [`StoreTx::put_item`]).
     memory: ChunkMemory,
+    /// The rings of digests as last written or read (see [`StoreTx::ring_push`]).
+    rings: RingMemory,
 }
 
 /// A transaction on the store: every read and write of one client operation.
@@ -61,6 +69,8 @@ pub struct StoreTx<'a> {
     pub(super) touched: RefCell<Touched>,
     /// The store's memory of chunks, lent to this transaction.
     pub(super) memory: RefCell<ChunkMemory>,
+    /// The store's memory of rings, lent to this transaction.
+    pub(super) rings: RefCell<RingMemory>,
     generation: u64,
 }
 
@@ -106,12 +116,27 @@ impl LocalStore {
             // misreading values in the new encoding.
             conn.execute_batch("BEGIN; PRAGMA user_version = 2; COMMIT;")?;
         }
+        if version < 3 {
+            // The log becomes a table clustered by (list, id): an entry's row sits next to the
+            // list's previous entries, so an append touches one page. Ids stay as they were (a
+            // value is sealed to its list and id); new ones count per list.
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE log_v3 (list BLOB NOT NULL, id INTEGER NOT NULL, v BLOB NOT NULL, PRIMARY KEY (list, id)) WITHOUT ROWID;
+                 INSERT INTO log_v3 (list, id, v) SELECT list, id, v FROM log;
+                 DROP TABLE log;
+                 ALTER TABLE log_v3 RENAME TO log;
+                 PRAGMA user_version = 3;
+                 COMMIT;",
+            )?;
+        }
         let mut store = LocalStore {
             conn,
             cipher: Cipher::new(key)?,
             data_version: 0,
             generation: 0,
             memory: ChunkMemory::default(),
+            rings: RingMemory::default(),
         };
         store.check_key()?;
         Ok(store)
@@ -177,6 +202,7 @@ impl LocalStore {
             data_version,
             generation,
             memory,
+            rings,
         } = self;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -190,6 +216,7 @@ impl LocalStore {
             *data_version = version;
             *generation += 1;
             memory.clear();
+            rings.clear();
         }
         // The memory is lent to the transaction (and lost if it panics: nothing stale is kept).
         let store_tx = StoreTx {
@@ -197,24 +224,31 @@ impl LocalStore {
             cipher,
             touched: RefCell::new(Touched::default()),
             memory: RefCell::new(std::mem::take(memory)),
+            rings: RefCell::new(std::mem::take(rings)),
             generation: *generation,
         };
         let result = f(&store_tx);
         let StoreTx {
             touched,
             memory: lent,
+            rings: lent_rings,
             ..
         } = store_tx;
         let mut lent = lent.into_inner();
+        let mut lent_rings = lent_rings.into_inner();
         if keep && result.is_ok() {
+            // On a failed commit the lent memories are dropped (the `?`): nothing stale is kept.
             tx.commit().map_err(StoreError::from)?;
             // Only what was committed is remembered; the items a rolled-back transaction
             // touched are forgotten, and the next write of each rewrites it whole.
             lent.absorb(touched.into_inner());
+            lent_rings.finish(true);
         } else {
             tx.rollback().map_err(StoreError::from)?;
+            lent_rings.finish(false);
         }
         *memory = lent;
+        *rings = lent_rings;
         result
     }
 }
@@ -343,13 +377,13 @@ impl<'a> StoreTx<'a> {
         self.put(ns, key, &bytes)
     }
 
-    /// Appends to an ordered log; returns the entry's id.
+    /// Appends to an ordered log; returns the entry's id (greater than every id in the list).
     pub fn log_append(&self, list: &[u8], value: &[u8]) -> Result<i64, StoreError> {
         let l = self.cipher.hide_key(0, list);
         let id: i64 = self
             .conn
-            .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM log")?
-            .query_row([], |r| r.get(0))?;
+            .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM log WHERE list = ?1")?
+            .query_row(params![l], |r| r.get(0))?;
         let mut aad = l.clone();
         aad.extend_from_slice(&id.to_be_bytes());
         let sealed = self.cipher.seal(&aad, value)?;
@@ -541,6 +575,61 @@ mod tests {
             .transaction(|tx| tx.get(Namespace::Contact, b"MARKER-KEY-4242"))
             .unwrap();
         assert_eq!(v.as_deref(), Some(&b"MARKER-VALUE-4242"[..]));
+    }
+
+    #[test]
+    fn a_version_2_log_is_migrated_and_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = StoreKey::generate();
+        let s = file_store(dir.path(), &key);
+        // The version-2 table (ids global, AUTOINCREMENT, an index by list) with three entries
+        // sealed as version 2 sealed them (to the hidden list and the id).
+        let conn = Connection::open(dir.path().join("store.db")).unwrap();
+        conn.execute_batch(
+            "BEGIN;
+             DROP TABLE log;
+             CREATE TABLE log (id INTEGER PRIMARY KEY AUTOINCREMENT, list BLOB NOT NULL, v BLOB NOT NULL);
+             CREATE INDEX log_by_list ON log (list, id);
+             PRAGMA user_version = 2;
+             COMMIT;",
+        )
+        .unwrap();
+        for (id, list, value) in [(1i64, b"a", b"a1"), (2, b"b", b"b1"), (3, b"a", b"a2")] {
+            let l = s.cipher.hide_key(0, list);
+            let mut aad = l.clone();
+            aad.extend_from_slice(&id.to_be_bytes());
+            let sealed = s.cipher.seal(&aad, value).unwrap();
+            conn.execute(
+                "INSERT INTO log (id, list, v) VALUES (?1, ?2, ?3)",
+                params![id, l, sealed],
+            )
+            .unwrap();
+        }
+        drop((conn, s));
+        let mut s = file_store(dir.path(), &key);
+        let version: i64 = s
+            .raw()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        s.transaction(|tx| -> Result<(), StoreError> {
+            let a2 = tx.log_append(b"a", b"a3")?;
+            let read = |list: &[u8]| -> Result<Vec<Vec<u8>>, StoreError> {
+                Ok(tx
+                    .log_read(list, 0, 10)?
+                    .into_iter()
+                    .map(|(_, v)| v)
+                    .collect())
+            };
+            assert_eq!(
+                read(b"a")?,
+                [b"a1".to_vec(), b"a2".to_vec(), b"a3".to_vec()]
+            );
+            assert_eq!(read(b"b")?, [b"b1".to_vec()]);
+            assert_eq!(tx.log_read(b"a", a2 - 1, 10)?.len(), 1, "ids still grow");
+            Ok(())
+        })
+        .unwrap();
     }
 
     #[test]

@@ -24,16 +24,24 @@ use zeroize::Zeroizing;
 use super::db::{Namespace, StoreTx};
 use super::StoreError;
 
-/// Size of a chunk, in bytes: values longer than this are split.
-pub const CHUNK_BYTES: usize = 4096;
+/// Size of a chunk, in bytes: values longer than this are split. A sealed row of this size
+/// (with its 32-byte key and the 40 bytes of nonce and tag) stays within the 1,002 bytes SQLite
+/// keeps in a 4 KiB page of the `kv` table, so rewriting a chunk touches one page and never
+/// frees and allocates overflow pages (which `secure_delete` also overwrites).
+pub const CHUNK_BYTES: usize = 896;
+/// The chunk size of items written by store schema version 2 (their header says [`CHUNKED`]).
+const V2_CHUNK_BYTES: usize = 4096;
 /// At most this many items have their chunks remembered; past it the memory starts afresh
 /// (the next write of each forgotten item rewrites it whole).
 pub const REMEMBERED_ITEMS: usize = 4096;
 
 /// First byte of an item's row: the value follows.
 const INLINE: u8 = 0;
-/// First byte of an item's row: a header follows (length, digest of the chunks).
+/// First byte of an item's row: a header follows (length, digest of the chunks); chunks of
+/// [`V2_CHUNK_BYTES`] (written by store schema version 2).
 const CHUNKED: u8 = 1;
+/// First byte of an item's row: a header follows; chunks of [`CHUNK_BYTES`].
+const CHUNKED_SMALL: u8 = 2;
 const DIGEST_BYTES: usize = 32;
 /// Domain separation for the digest over the chunks' hashes.
 const DIGEST_CONTEXT: &[u8] = b"tacit local store chunked value v1";
@@ -100,22 +108,31 @@ fn digest(len: usize, hashes: &[Hash]) -> Hash {
     d.finalize().into()
 }
 
-/// A header row: CHUNKED, total length (u64), digest.
+/// A header row: CHUNKED_SMALL, total length (u64), digest.
 fn encode_header(len: usize, hashes: &[Hash]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + 8 + DIGEST_BYTES);
-    out.push(CHUNKED);
+    out.push(CHUNKED_SMALL);
     out.extend_from_slice(&(len as u64).to_be_bytes());
     out.extend_from_slice(&digest(len, hashes));
     out
 }
 
-/// (length, digest) from a header row (after its first byte).
-fn decode_header(bytes: &[u8]) -> Result<(usize, &[u8]), StoreError> {
+/// The chunk size a header's first byte stands for, if it is a header's.
+fn chunk_bytes(tag: u8) -> Option<usize> {
+    match tag {
+        CHUNKED => Some(V2_CHUNK_BYTES),
+        CHUNKED_SMALL => Some(CHUNK_BYTES),
+        _ => None,
+    }
+}
+
+/// (length, digest) from a header row (after its first byte), whose chunks are `chunk` bytes.
+fn decode_header(bytes: &[u8], chunk: usize) -> Result<(usize, &[u8]), StoreError> {
     let corrupt = || StoreError::Corrupt("a chunked value's header is malformed".into());
     let (len, digest) = bytes.split_at_checked(8).ok_or_else(corrupt)?;
     let len = u64::from_be_bytes(len.try_into().map_err(|_| corrupt())?);
     let len = usize::try_from(len).map_err(|_| corrupt())?;
-    if digest.len() != DIGEST_BYTES || len <= CHUNK_BYTES {
+    if digest.len() != DIGEST_BYTES || len <= chunk {
         return Err(corrupt());
     }
     Ok((len, digest))
@@ -174,9 +191,10 @@ impl StoreTx<'_> {
                 self.remember(k, Remembered::default());
                 Ok(Some(Item::Current(Zeroizing::new(value.to_vec()))))
             }
-            Some((&CHUNKED, header)) => {
-                let (len, stored_digest) = decode_header(header)?;
-                let count = len.div_ceil(CHUNK_BYTES);
+            Some((&tag, header)) if chunk_bytes(tag).is_some() => {
+                let chunk_size = chunk_bytes(tag).unwrap_or(CHUNK_BYTES);
+                let (len, stored_digest) = decode_header(header, chunk_size)?;
+                let count = len.div_ceil(chunk_size);
                 let mut value = Zeroizing::new(Vec::with_capacity(len));
                 let mut chunks = Vec::with_capacity(count);
                 let mut hashes = Vec::with_capacity(count);
@@ -230,9 +248,10 @@ impl StoreTx<'_> {
             return Ok(Remembered::default());
         };
         match row.split_first() {
-            Some((&CHUNKED, header)) => {
-                let (len, _) = decode_header(header)?;
-                let count = len.div_ceil(CHUNK_BYTES);
+            Some((&tag, header)) if chunk_bytes(tag).is_some() => {
+                let chunk_size = chunk_bytes(tag).unwrap_or(CHUNK_BYTES);
+                let (len, _) = decode_header(header, chunk_size)?;
+                let count = len.div_ceil(chunk_size);
                 Ok(Remembered {
                     // Contents unknown: nothing compares equal, so every chunk is rewritten.
                     chunks: vec![Zeroizing::new(Vec::new()); count],
@@ -437,6 +456,36 @@ mod tests {
         assert!(b.generation() > generation, "b noticed a's commit");
         assert_eq!(get(&mut a, b"item").unwrap(), Some(v3.clone()));
         assert_eq!(get(&mut b, b"item").unwrap(), Some(v3));
+    }
+
+    #[test]
+    fn an_item_in_version_2_chunks_is_read_and_rewritten_in_small_ones() {
+        let mut s = LocalStore::open_in_memory(&StoreKey::generate()).unwrap();
+        let mut v: Vec<u8> = (0..3 * V2_CHUNK_BYTES + 5).map(|i| i as u8).collect();
+        // Written as store schema version 2 did: a CHUNKED header and 4 KiB chunks.
+        s.transaction(|tx| -> Result<(), StoreError> {
+            let k = tx.cipher.hide_key(Namespace::Mls as u8, b"item");
+            let mut hashes = Vec::new();
+            for (i, chunk) in v.chunks(V2_CHUNK_BYTES).enumerate() {
+                tx.put_chunk(&k, i, chunk)?;
+                hashes.push(Sha256::digest(chunk).into());
+            }
+            let mut header = encode_header(v.len(), &hashes);
+            header[0] = CHUNKED;
+            tx.put_hidden(Namespace::Mls, &k, &header)
+        })
+        .unwrap();
+        assert_eq!(get(&mut s, b"item").unwrap(), Some(v.clone()));
+        v[7] ^= 1;
+        put(&mut s, b"item", &v);
+        assert_eq!(get(&mut s, b"item").unwrap(), Some(v.clone()));
+        let chunk_rows = rows(&s).keys().filter(|(ns, _)| *ns == 6).count();
+        assert_eq!(chunk_rows, v.len().div_ceil(CHUNK_BYTES));
+        // And only where it changed from then on.
+        v[7] ^= 1;
+        let before = rows(&s);
+        put(&mut s, b"item", &v);
+        assert_eq!(changed(&before, &rows(&s)), (2, 0));
     }
 
     #[test]

@@ -14,9 +14,11 @@ mod error;
 mod items;
 mod key;
 mod mls_storage;
+mod ring;
 
 pub use db::{LocalStore, Namespace, StoreTx};
 pub use error::StoreError;
 pub use items::{Item, CHUNK_BYTES};
 pub use key::StoreKey;
 pub use mls_storage::{MlsStorage, MlsStorageError, TxProvider};
+pub use ring::{DIGEST_BYTES, RING_DIGESTS};
