@@ -30,6 +30,7 @@ use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use axum_server::accept::NoDelayAcceptor;
 use tokio::sync::watch;
 
 pub use config::{default_node_id, Database, Limits, ServerConfig, TlsConfig};
@@ -219,13 +220,17 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .with_state(state)
         .into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::<SocketAddr>::new();
+    // TCP_NODELAY on every connection: envelopes are pushed unasked, and with Nagle's algorithm
+    // a small frame waited for the client's delayed acknowledgment of the previous one (up to
+    // 40 ms on Linux) before it left.
     // Slow-loris: the first HTTP request (the upgrade) must be complete within this after the
     // connection is accepted, and so must the headers of any later request on it.
     let http_limit = Duration::from_secs(config.limits.max_http_request_secs.max(1));
     let task = match &config.tls {
         None => {
             tracing::warn!(listen = %config.listen, "serving plain ws:// without TLS: traffic to this address is not encrypted in transit; use --tls-cert/--tls-key for anything but local testing");
-            let server = bounded(axum_server::bind(config.listen), &handle, http_limit);
+            let server = axum_server::bind(config.listen).acceptor(NoDelayAcceptor::new());
+            let server = bounded(server, &handle, http_limit);
             tokio::spawn(server.serve(app))
         }
         Some(tls) => {
@@ -240,11 +245,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                             tls.key_path.display()
                         ))
                     })?;
-            let server = bounded(
-                axum_server::bind_rustls(config.listen, rustls_config),
-                &handle,
-                http_limit,
-            );
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls_config)
+                .acceptor(NoDelayAcceptor::new());
+            let server = axum_server::bind(config.listen).acceptor(acceptor);
+            let server = bounded(server, &handle, http_limit);
             tokio::spawn(server.serve(app))
         }
     };

@@ -50,6 +50,8 @@ impl BaselineRelay {
                 tokio::select! {
                     accepted = listener.accept() => {
                         if let Ok((stream, _)) = accepted {
+                            // As a Tacit server does: frames go out as they are written.
+                            let _ = stream.set_nodelay(true);
                             connections.spawn(serve(stream, slots.clone()));
                         }
                     }
