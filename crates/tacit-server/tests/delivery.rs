@@ -263,6 +263,22 @@ async fn creating_an_existing_group_is_refused() {
     );
 }
 
+/// Sends `n` messages to G tagged `tag` (then their index) without waiting for answers, then
+/// checks that every one was accepted.
+async fn pipeline_messages(conn: &mut Raw, tag: u8, n: u32) {
+    for i in 0..n {
+        let body = Req::SendMessage(v1::SendMessage {
+            group_id: G.to_vec(),
+            message: [&[tag][..], &i.to_le_bytes()].concat(),
+        });
+        conn.send(10 + u64::from(i), body).await;
+    }
+    for _ in 0..n {
+        let f = conn.recv_answer().await;
+        assert!(matches!(f.body, Some(Resp::MessageAccepted(_))), "{f:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_connected_device_gets_every_envelope_pushed_once_and_in_order_from_concurrent_senders() {
     let (_d, server) = start_with(|l| {
@@ -290,35 +306,13 @@ async fn a_connected_device_gets_every_envelope_pushed_once_and_in_order_from_co
     // land in between.
     const N: u32 = 300;
     let alice_sends = async {
-        for i in 0..N {
-            let body = Req::SendMessage(v1::SendMessage {
-                group_id: G.to_vec(),
-                message: [b"a".as_slice(), &i.to_le_bytes()].concat(),
-            });
-            a.send(10 + u64::from(i), body).await;
-        }
-        for _ in 0..N {
-            let f = a.recv_answer().await;
-            assert!(matches!(f.body, Some(Resp::MessageAccepted(_))), "{f:?}");
-        }
+        pipeline_messages(&mut a, b'a', N).await;
         for epoch in 1..4 {
             let r = a.commit(G, epoch, b"update", &[], &[]).await;
             assert!(matches!(r, Resp::CommitAccepted(_)), "{r:?}");
         }
     };
-    let carol_sends = async {
-        for i in 0..N {
-            let body = Req::SendMessage(v1::SendMessage {
-                group_id: G.to_vec(),
-                message: [b"c".as_slice(), &i.to_le_bytes()].concat(),
-            });
-            c.send(10 + u64::from(i), body).await;
-        }
-        for _ in 0..N {
-            let f = c.recv_answer().await;
-            assert!(matches!(f.body, Some(Resp::MessageAccepted(_))), "{f:?}");
-        }
-    };
+    let carol_sends = pipeline_messages(&mut c, b'c', N);
     tokio::join!(alice_sends, carol_sends);
 
     // bob: 2N messages and 3 commits, seqs 2.. without a gap or a repeat, each sender's

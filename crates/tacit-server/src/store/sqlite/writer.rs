@@ -451,9 +451,26 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        // Holds the writer busy in a batch of its own, so that the operations submitted while
-        // it holds share the next batch.
-        let hold = || {
+        // Inserts `v`; with `fail`, refuses: before writing for v = 2, after writing otherwise.
+        let insert = |v: i64, fail: bool| {
+            w.submit(
+                move |c| {
+                    if fail && v == 2 {
+                        return Err(StoreError::Limit("refused first".into()));
+                    }
+                    c.execute("INSERT INTO t (v) VALUES (?1)", [v])?;
+                    if fail {
+                        return Err(StoreError::Limit("refused after writing".into()));
+                    }
+                    Ok(v)
+                },
+                Isolation::FailsBeforeWriting,
+                |v| v,
+            )
+        };
+        // Runs the operations `ops` (value, fail) as one batch: the writer is held busy in a
+        // batch of its own while they are queued.
+        let one_batch = |ops: &[(i64, bool)]| {
             let (release, held) = std::sync::mpsc::channel::<()>();
             let (started, running) = std::sync::mpsc::channel::<()>();
             let busy = w.submit(
@@ -465,81 +482,36 @@ mod tests {
                 Isolation::Savepoint,
                 |()| (),
             );
-            (busy, running, release)
+            rt.block_on(async {
+                let busy = busy.queued().await;
+                running.recv().unwrap();
+                let mut queued = Vec::new();
+                for (v, fail) in ops {
+                    queued.push(insert(*v, *fail).queued().await);
+                }
+                release.send(()).unwrap();
+                busy.result().await.unwrap();
+                let mut results = Vec::new();
+                for o in queued {
+                    results.push(o.result().await);
+                }
+                results
+            })
         };
-        let (busy, running, release) = hold();
-        let insert = |v: i64, fail: bool, isolation| {
-            w.submit(
-                move |c| {
-                    if fail && v == 2 {
-                        // Refused before writing: the others are unaffected.
-                        return Err(StoreError::Limit("refused first".into()));
-                    }
-                    c.execute("INSERT INTO t (v) VALUES (?1)", [v])?;
-                    if fail {
-                        return Err(StoreError::Limit("refused after writing".into()));
-                    }
-                    Ok(v)
-                },
-                isolation,
-                |v| v,
-            )
-        };
-        let results = rt.block_on(async {
-            let busy = busy.queued().await;
-            running.recv().unwrap();
-            let first = [
-                insert(1, false, Isolation::FailsBeforeWriting)
-                    .queued()
-                    .await,
-                insert(2, true, Isolation::FailsBeforeWriting)
-                    .queued()
-                    .await,
-                insert(3, false, Isolation::FailsBeforeWriting)
-                    .queued()
-                    .await,
-            ];
-            release.send(()).unwrap();
-            busy.result().await.unwrap();
-            let mut results = Vec::new();
-            for o in first {
-                results.push(o.result().await);
-            }
-            results
-        });
+        // One refused before writing: the others are unaffected.
+        let results = one_batch(&[(1, false), (2, true), (3, false)]);
         assert_eq!(results[0].as_ref().unwrap(), &1);
         assert!(matches!(results[1], Err(StoreError::Limit(_))));
         assert_eq!(results[2].as_ref().unwrap(), &3);
         assert_eq!(count(&w), 2);
 
         // One that fails after writing takes its batch down with it, and nothing of it stays.
-        let (busy, running, release) = hold();
-        let results = rt.block_on(async {
-            let busy = busy.queued().await;
-            running.recv().unwrap();
-            let batch = [
-                insert(4, false, Isolation::FailsBeforeWriting)
-                    .queued()
-                    .await,
-                insert(5, true, Isolation::FailsBeforeWriting)
-                    .queued()
-                    .await,
-            ];
-            release.send(()).unwrap();
-            busy.result().await.unwrap();
-            let mut results = Vec::new();
-            for o in batch {
-                results.push(o.result().await);
-            }
-            results
-        });
+        let results = one_batch(&[(4, false), (5, true)]);
         assert!(results.iter().all(|r| matches!(r, Err(StoreError::Db(_)))));
         assert_eq!(count(&w), 2);
         // The writer goes on.
         let next = rt.block_on(async {
-            let queued = insert(6, false, Isolation::FailsBeforeWriting)
-                .queued()
-                .await;
+            let queued = insert(6, false).queued().await;
             queued.result().await
         });
         assert_eq!(next.unwrap(), 6);
