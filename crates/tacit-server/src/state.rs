@@ -36,7 +36,7 @@ pub struct AppState {
     /// Becomes true when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
     /// Held, never sent on: its receiver learns that every holder of this state (connections,
-    /// delivery tasks, the router) is gone when the channel closes.
+    /// the router) is gone when the channel closes.
     #[allow(dead_code)]
     pub alive: tokio::sync::mpsc::Sender<()>,
 }

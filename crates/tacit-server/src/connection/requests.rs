@@ -21,8 +21,8 @@ impl Session {
                 "authenticate first",
             ));
         };
-        // The delivery task ends by itself only when it finds this device removed (or the
-        // connection or server going away): refuse whatever the device still sends, and close.
+        // The delivery ends by itself only when it finds this device removed: refuse whatever
+        // the device still sends, and close.
         if self.delivery_ended() {
             self.close = true;
             return Err(Failure::new(
