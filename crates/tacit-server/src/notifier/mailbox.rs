@@ -121,12 +121,13 @@ impl Mailbox {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::store::DeviceRecord;
 
-    fn push(seq: u64, bytes: usize) -> Push {
+    /// A pushed message with seq `seq` and a payload of `bytes` bytes.
+    pub(in crate::notifier) fn push(seq: u64, bytes: usize) -> Push {
         Push {
             seq,
             enqueued_ms: 0,

@@ -141,20 +141,7 @@ mod tests {
         let first = n.subscribe(1);
         let second = n.subscribe(1);
         let other = n.subscribe(2);
-        let push = Push {
-            seq: 7,
-            enqueued_ms: 0,
-            message: Arc::new(crate::store::Posted {
-                group_id: vec![],
-                sender: crate::store::DeviceRecord {
-                    key: 3,
-                    handle: "carol".into(),
-                    device_id: 1,
-                    device_key: vec![],
-                },
-                payload: b"sealed".to_vec(),
-            }),
-        };
+        let push = mailbox::tests::push(7, 6);
         assert!(n.push(1, &push));
         for m in [&first, &second] {
             let taken = m.take();
