@@ -433,7 +433,28 @@ fn expired_envelopes_are_purged(s: TestStore) {
         0,
     )
     .unwrap();
-    assert!(s.purge_expired(now_ms() + 10).unwrap() > 0);
+    // A message queued after the expired ones, with a long TTL, outlives the purge whole.
+    let before = now_ms();
+    s.send_message(b"g", &a, b"still fresh", 10, 3_600_000)
+        .unwrap();
+    assert_eq!(s.purge_expired(now_ms() + 10).unwrap(), 2, "alice and bob");
+    assert!(s.fetch(a.key, 0, 10).unwrap().is_empty());
+    let left = s.fetch(b.key, 0, 10).unwrap();
+    assert_eq!(left.len(), 1);
+    let m = &left[0];
+    assert_eq!(
+        (m.seq, m.kind, m.group_id.as_slice(), m.payload.as_slice()),
+        (
+            2,
+            tacit_proto::v1::EnvelopeKind::Message as i32,
+            &b"g"[..],
+            &b"still fresh"[..]
+        )
+    );
+    assert_eq!((m.sender_handle.as_str(), m.sender_device), ("alice", 1));
+    assert!(m.enqueued_ms >= before && m.enqueued_ms <= now_ms());
+    assert_eq!(s.purge_expired(now_ms() + 10).unwrap(), 0);
+    s.ack(b.key, 2).unwrap();
     assert!(s.fetch(b.key, 0, 10).unwrap().is_empty());
 }
 

@@ -208,6 +208,100 @@ mod tests {
         assert!(err.to_string().contains("newer"), "{err}");
     }
 
+    /// A version-3 file (queue rows pointing at payload rows) with messages waiting: 1:1 ones
+    /// (one reference each) and a group one (two references).
+    fn version_3_file_with_a_backlog(path: &Path) {
+        let conn = Connection::open(path).unwrap();
+        for m in &MIGRATIONS[..3] {
+            conn.execute_batch(m.sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute_batch(
+            "INSERT INTO users VALUES ('alice', x'01', 0), ('bob', x'02', 0), ('carol', x'03', 0);
+             INSERT INTO devices (id, handle, device_id, device_key, certificate, next_seq, queue_len, created_ms)
+                 VALUES (1, 'alice', 1, x'11', x'c1', 1, 0, 0), (2, 'bob', 2, x'22', x'c2', 3, 2, 0),
+                        (3, 'carol', 3, x'33', x'c3', 2, 1, 0);
+             INSERT INTO groups VALUES (x'67', 0, 0);
+             INSERT INTO group_members VALUES (x'67', 1), (x'67', 2), (x'67', 3);
+             INSERT INTO payloads (id, kind, group_id, sender_handle, sender_device, payload, enqueued_ms, expires_ms, refs)
+                 VALUES (10, 1, x'67', 'alice', 1, x'aa', 5, 9000000000000, 1),
+                        (11, 1, x'67', 'alice', 1, x'bb', 6, 9000000000000, 2);
+             INSERT INTO queue (device, seq, payload, expires_ms)
+                 VALUES (2, 1, 10, 9000000000000), (2, 2, 11, 9000000000000), (3, 1, 11, 9000000000000);",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_version_3_backlog_is_delivered_and_released_after_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tacit-server.db");
+        version_3_file_with_a_backlog(&path);
+        let s = SqliteStore::open(dir.path()).unwrap();
+        let payloads = |s: &SqliteStore| {
+            s.tx(|c| Ok(c.query_row("SELECT COUNT(*) FROM payloads", [], |r| r.get::<_, i64>(0))?))
+                .unwrap()
+        };
+        let bob = s.fetch(2, 0, 10).unwrap();
+        let got: Vec<_> = bob
+            .iter()
+            .map(|q| (q.seq, q.payload.clone(), q.enqueued_ms))
+            .collect();
+        assert_eq!(got, [(1, vec![0xaa], 5), (2, vec![0xbb], 6)]);
+        assert_eq!(bob[0].sender_handle, "alice");
+        // New messages go on from the stored sequence numbers, inline for one recipient.
+        let alice = s.device("alice", 1).unwrap().unwrap();
+        let sent = s.send_message(b"g", &alice, b"new", 10, 60_000).unwrap();
+        assert_eq!(sent, [2, 3]);
+        assert_eq!(payloads(&s), 3, "a message to two devices is stored once");
+        s.ack(2, 2).unwrap();
+        assert_eq!(
+            payloads(&s),
+            2,
+            "payload 10 went with bob's last reference; 11 is carol's"
+        );
+        s.ack(3, 1).unwrap();
+        assert_eq!(payloads(&s), 1, "only the new shared message is left");
+        assert_eq!(s.fetch(2, 0, 10).unwrap().len(), 1);
+        assert_eq!(s.fetch(3, 0, 10).unwrap()[0].payload, b"new");
+        let version: i64 = s
+            .tx(|c| Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn a_message_to_one_device_is_kept_in_its_queue_row() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let a = s
+            .create_account("alice", &[1; 32], 1, &[1; 32], b"c")
+            .unwrap();
+        let b = s
+            .create_account("bob", &[2; 32], 2, &[2; 32], b"c")
+            .unwrap();
+        s.create_group(b"g", a.key).unwrap();
+        s.tx(move |c| {
+            c.execute("INSERT INTO group_members VALUES (x'67', ?1)", [b.key])?;
+            Ok(())
+        })
+        .unwrap();
+        s.send_message(b"g", &a, b"hi", 10, 60_000).unwrap();
+        let rows = |s: &SqliteStore| {
+            s.tx(|c| {
+                let n = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0));
+                Ok((
+                    n("SELECT COUNT(*) FROM payloads")?,
+                    n("SELECT COUNT(*) FROM queue")?,
+                ))
+            })
+            .unwrap()
+        };
+        assert_eq!(rows(&s), (0, 1));
+        assert_eq!(s.fetch(b.key, 0, 10).unwrap()[0].payload, b"hi");
+        s.ack(b.key, 1).unwrap();
+        assert_eq!(rows(&s), (0, 0));
+    }
+
     #[test]
     fn the_file_is_in_wal_mode_with_full_sync_and_reopens() {
         let dir = tempfile::tempdir().unwrap();

@@ -138,16 +138,24 @@ fn enqueue(
         queued.recipients.push((*device, seq as u64));
     }
     let expires = now.saturating_add(p.ttl_ms) as i64;
+    if let [(device, seq)] = queued.recipients[..] {
+        // One recipient: the payload goes in its queue row.
+        tx.prepare_cached(
+            "INSERT INTO queue (device, seq, expires_ms, kind, group_id, sender_handle, sender_device, enqueued_ms, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![device, seq as i64, expires, p.kind as i32, p.group_id, p.sender.handle, p.sender.device_id as i64, now as i64, p.payload])?;
+        return Ok(queued);
+    }
     tx.prepare_cached(
         "INSERT INTO payloads (kind, group_id, sender_handle, sender_device, payload, enqueued_ms, expires_ms, refs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![p.kind as i32, p.group_id, p.sender.handle, p.sender.device_id as i64, p.payload, now as i64, expires, recipients.len() as i64])?;
     let payload_id = tx.last_insert_rowid();
     let mut insert = tx.prepare_cached(
-        "INSERT INTO queue (device, seq, payload, expires_ms) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO queue (device, seq, expires_ms, payload) VALUES (?1, ?2, ?3, ?4)",
     )?;
     for (device, seq) in &queued.recipients {
-        insert.execute(params![device, *seq as i64, payload_id, expires])?;
+        insert.execute(params![device, *seq as i64, expires, payload_id])?;
     }
     Ok(queued)
 }
@@ -158,24 +166,35 @@ fn queue_full(handle: &str, max_queue: usize) -> StoreError {
     ))
 }
 
-/// Removes queue rows of `device` with seq <= `up_to` and releases their payloads, deleting
-/// each one its last queue row let go of.
+/// Removes queue rows of `device` with seq <= `up_to` and releases the shared payloads they
+/// referenced, deleting each one its last queue row let go of. (A payload in its queue row goes
+/// with the row.)
 fn dequeue(tx: &Connection, device: DeviceKey, up_to: u64) -> Result<(), StoreError> {
-    let payloads = tx
-        .prepare_cached("DELETE FROM queue WHERE device = ?1 AND seq <= ?2 RETURNING payload")?
-        .query_map(params![device, up_to as i64], |r| r.get::<_, i64>(0))?
-        .collect::<Result<Vec<i64>, _>>()?;
-    if payloads.is_empty() {
+    let mut removed = 0i64;
+    let mut shared = Vec::new();
+    {
+        let mut delete = tx.prepare_cached(
+            "DELETE FROM queue WHERE device = ?1 AND seq <= ?2 RETURNING payload",
+        )?;
+        let mut rows = delete.query(params![device, up_to as i64])?;
+        while let Some(row) = rows.next()? {
+            removed += 1;
+            if let Some(payload) = row.get::<_, Option<i64>>(0)? {
+                shared.push(payload);
+            }
+        }
+    }
+    if removed == 0 {
         return Ok(());
     }
     tx.prepare_cached("UPDATE devices SET queue_len = queue_len - ?2 WHERE id = ?1")?
-        .execute(params![device, payloads.len() as i64])?;
-    // A payload held by this queue row only is deleted in one statement (every 1:1 message);
-    // one other devices still hold loses a reference.
+        .execute(params![device, removed])?;
+    // A shared payload this queue row was the last to hold is deleted in one statement; one
+    // other devices still hold loses a reference.
     let mut last_reference =
         tx.prepare_cached("DELETE FROM payloads WHERE id = ?1 AND refs <= 1")?;
     let mut release = tx.prepare_cached("UPDATE payloads SET refs = refs - 1 WHERE id = ?1")?;
-    for payload in payloads {
+    for payload in shared {
         if last_reference.execute(params![payload])? == 0 {
             release.execute(params![payload])?;
         }
@@ -594,8 +613,11 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Queued>, StoreError> {
         self.read(move |tx| {
             let mut stmt = tx.prepare_cached(
-                "SELECT q.seq, p.kind, p.group_id, p.sender_handle, p.sender_device, p.payload, p.enqueued_ms
-                 FROM queue q JOIN payloads p ON p.id = q.payload
+                "SELECT q.seq, COALESCE(q.kind, p.kind), COALESCE(q.group_id, p.group_id),
+                        COALESCE(q.sender_handle, p.sender_handle),
+                        COALESCE(q.sender_device, p.sender_device), COALESCE(q.body, p.payload),
+                        COALESCE(q.enqueued_ms, p.enqueued_ms)
+                 FROM queue q LEFT JOIN payloads p ON p.id = q.payload
                  WHERE q.device = ?1 AND q.seq > ?2 ORDER BY q.seq LIMIT ?3",
             )?;
             let rows = stmt.query_map(params![device, after as i64, limit as i64], |r| {
@@ -651,9 +673,15 @@ impl Store for SqliteStore {
 
     fn purge_expired(&self, now: u64) -> Result<usize, StoreError> {
         self.tx(move |tx| {
+            // Queue rows expire in seq order (one TTL, stamped when queued), so only a queue
+            // whose head has expired has anything to purge: one seek per waiting queue, and a
+            // look through the rows of those queues only.
             let expired: Vec<(i64, i64)> = tx
                 .prepare_cached(
-                    "SELECT device, MAX(seq) FROM queue WHERE expires_ms < ?1 GROUP BY device",
+                    "SELECT d.id, (SELECT MAX(q.seq) FROM queue q WHERE q.device = d.id AND q.expires_ms < ?1)
+                     FROM devices d
+                     WHERE d.queue_len > 0
+                       AND (SELECT q.expires_ms FROM queue q WHERE q.device = d.id ORDER BY q.seq LIMIT 1) < ?1",
                 )?
                 .query_map(params![now as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
