@@ -87,7 +87,7 @@ pub(crate) fn append_history(
     entry: &HistoryEntry,
 ) -> Result<()> {
     let key = seen_key(group_id, &entry.message_id);
-    if tx.get(Namespace::Meta, &key)?.is_some() {
+    if tx.marker_contains(&key)? {
         return Ok(());
     }
     append_new_history(tx, group_id, entry)
@@ -101,8 +101,10 @@ pub(crate) fn append_new_history(
     entry: &HistoryEntry,
 ) -> Result<()> {
     let key = seen_key(group_id, &entry.message_id);
-    tx.put(Namespace::Meta, &key, &[1])?;
-    let bytes = serde_json::to_vec(entry).map_err(|e| CoreError::Invalid(e.to_string()))?;
+    tx.marker_insert(&key)?;
+    let bytes = entry
+        .to_stored()
+        .map_err(|e| CoreError::Invalid(e.to_string()))?;
     tx.log_append(&history_list(group_id), &bytes)?;
     Ok(())
 }
