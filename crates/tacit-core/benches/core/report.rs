@@ -60,6 +60,8 @@ pub struct Recorder {
     /// (size, what, Tacit bytes, OpenMLS bytes).
     wire: RefCell<Vec<(usize, &'static str, usize, usize)>>,
     writes: RefCell<Vec<WriteRecord>>,
+    /// (size, mean write(2) bytes per seal, per open) in steady state, Tacit on disk.
+    steady: RefCell<Vec<(usize, u64, u64)>>,
 }
 
 /// A benchmark: (operation, group size, side).
@@ -116,6 +118,11 @@ impl Recorder {
             writes: w,
             at_rest: state,
         });
+    }
+
+    /// Notes Tacit's mean write(2) bytes per seal and per open in steady state.
+    pub fn steady(&self, size: usize, seal: u64, open: u64) {
+        self.steady.borrow_mut().push((size, seal, open));
     }
 
     /// Mean time per iteration over the last [`SAMPLES`] calls, if the benchmark ran.
@@ -196,6 +203,17 @@ impl Recorder {
                 w.largest.0,
                 w.largest.1
             );
+        }
+
+        println!(
+            "\n== Tacit write(2) bytes per message in steady state (mean over messages {}..{}; \
+             4,120 bytes per WAL frame, i.e. per page) ==",
+            crate::STEADY_WARM_UP + 1,
+            crate::STEADY_WARM_UP + crate::STEADY_MEASURED
+        );
+        println!("{:>6} {:>10} {:>10}", "size", "seal", "open");
+        for &(size, seal, open) in self.steady.borrow().iter() {
+            println!("{size:>6} {seal:>10} {open:>10}");
         }
     }
 }

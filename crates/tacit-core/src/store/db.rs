@@ -1,6 +1,6 @@
 //! The SQLite file, its schema, and transactions.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -9,6 +9,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::cipher::Cipher;
+use super::hot::Counters;
 use super::items::{ChunkMemory, Touched};
 use super::mls_storage::{MlsStorage, TxProvider};
 use super::ring::RingMemory;
@@ -80,6 +81,8 @@ pub struct StoreTx<'a> {
     pub(super) rings: RefCell<RingMemory>,
     /// Whether seen-markers written before schema 4 may be in `kv`.
     pub(super) legacy_markers: bool,
+    /// The device's counters as this transaction last read or wrote them.
+    pub(super) counters: Cell<Option<Counters>>,
     generation: u64,
 }
 
@@ -255,6 +258,7 @@ impl LocalStore {
             memory: RefCell::new(std::mem::take(memory)),
             rings: RefCell::new(std::mem::take(rings)),
             legacy_markers: *legacy_markers,
+            counters: Cell::new(None),
             generation: *generation,
         };
         let result = f(&store_tx);

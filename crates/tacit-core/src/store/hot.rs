@@ -60,8 +60,18 @@ fn row_id(id: u64) -> Result<i64, StoreError> {
 }
 
 impl StoreTx<'_> {
-    /// The device's counters ([`Counters::default`] if never written).
+    /// The device's counters ([`Counters::default`] if never written). Read once per
+    /// transaction.
     pub fn counters(&self) -> Result<Counters, StoreError> {
+        if let Some(c) = self.counters.get() {
+            return Ok(c);
+        }
+        let c = self.read_counters()?;
+        self.counters.set(Some(c));
+        Ok(c)
+    }
+
+    fn read_counters(&self) -> Result<Counters, StoreError> {
         let Some(sealed) = self.outbox_row(0)? else {
             return Ok(Counters::default());
         };
@@ -82,7 +92,9 @@ impl StoreTx<'_> {
         let mut bytes = [0u8; COUNTERS_BYTES];
         bytes[..8].copy_from_slice(&counters.outbox_next.to_be_bytes());
         bytes[8..].copy_from_slice(&counters.last_seq.to_be_bytes());
-        self.put_outbox_row(0, &bytes)
+        self.put_outbox_row(0, &bytes)?;
+        self.counters.set(Some(*counters));
+        Ok(())
     }
 
     /// Stores the outbox item with id `id` (at least 1), replacing any previous one.
@@ -150,13 +162,18 @@ impl StoreTx<'_> {
         Ok(self.get_sealed(Namespace::Meta, &hidden)?.is_some())
     }
 
-    /// Sets the seen-marker `key` (no error if it is set already).
-    pub fn marker_insert(&self, key: &[u8]) -> Result<(), StoreError> {
+    /// Sets the seen-marker `key`. Returns whether it is new: false if it was set already
+    /// (then nothing is written). One statement, where a look-up and an insert took two.
+    pub fn marker_set(&self, key: &[u8]) -> Result<bool, StoreError> {
         let hidden = self.cipher.hide_key(Namespace::Meta as u8, key);
-        self.conn
+        if self.legacy_markers && self.get_sealed(Namespace::Meta, &hidden)?.is_some() {
+            return Ok(false);
+        }
+        let inserted = self
+            .conn
             .prepare_cached("INSERT OR IGNORE INTO seen (k) VALUES (?1)")?
             .execute(params![&hidden[..MARKER_KEY_BYTES]])?;
-        Ok(())
+        Ok(inserted == 1)
     }
 }
 
@@ -178,8 +195,9 @@ mod tests {
             tx.outbox_put(8, b"eight")?;
             tx.outbox_put(3, b"three")?;
             assert!(!tx.marker_contains(b"m1")?);
-            tx.marker_insert(b"m1")?;
-            tx.marker_insert(b"m1")?;
+            assert!(tx.marker_set(b"m1")?);
+            assert!(!tx.marker_set(b"m1")?, "set twice");
+            assert!(tx.marker_contains(b"m1")?);
             Ok(())
         })
         .unwrap();
