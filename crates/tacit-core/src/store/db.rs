@@ -40,7 +40,8 @@ pub enum Namespace {
     Contact = 2,
     /// Conversations.
     Conversation = 3,
-    /// Messages waiting for the server.
+    /// Messages waiting for the server, as store schema 3 and older kept them (now the
+    /// `outbox` table: see [`StoreTx::outbox_put`]); read only to move them.
     Outbox = 4,
     /// OpenMLS state.
     Mls = 5,

@@ -11,10 +11,10 @@
 //!   sent, not to whom or what); every value is sealed to its row (`outbox` tag and id).
 //! - **Seen-markers** (`seen` table: one 16-byte key per history line, no value): the first 16
 //!   bytes of the HMAC that hides the marker's logical key, so a row says nothing but that some
-//!   message was seen. Rows are a fifth of a schema-3 marker's (a hidden key and a sealed
-//!   constant in `kv`), so the table stays shallow and an insert rarely splits a page. Markers
-//!   written before schema 4 stay in `kv` and are still looked up there (see
-//!   [`StoreTx::marker_contains`]).
+//!   message was seen. Rows are about a quarter of a schema-3 marker's (a hidden key and a
+//!   sealed constant in `kv`), so the table stays shallow and an insert rarely splits a page.
+//!   Markers written before schema 4 stay in `kv` and are still looked up there (see
+//!   [`StoreTx::marker_set`]).
 
 use rusqlite::{params, OptionalExtension};
 
