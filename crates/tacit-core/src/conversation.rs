@@ -86,11 +86,10 @@ pub(crate) fn append_history(
     group_id: &[u8],
     entry: &HistoryEntry,
 ) -> Result<()> {
-    let key = seen_key(group_id, &entry.message_id);
-    if tx.get(Namespace::Meta, &key)?.is_some() {
+    if !tx.marker_set(&seen_key(group_id, &entry.message_id))? {
         return Ok(());
     }
-    append_new_history(tx, group_id, entry)
+    push_line(tx, group_id, entry)
 }
 
 /// Adds a line whose message id this device has just drawn at random (its own message, a
@@ -100,9 +99,15 @@ pub(crate) fn append_new_history(
     group_id: &[u8],
     entry: &HistoryEntry,
 ) -> Result<()> {
-    let key = seen_key(group_id, &entry.message_id);
-    tx.put(Namespace::Meta, &key, &[1])?;
-    let bytes = serde_json::to_vec(entry).map_err(|e| CoreError::Invalid(e.to_string()))?;
+    tx.marker_set(&seen_key(group_id, &entry.message_id))?;
+    push_line(tx, group_id, entry)
+}
+
+/// Appends the line to the conversation's log (its seen-marker is set).
+fn push_line(tx: &StoreTx<'_>, group_id: &[u8], entry: &HistoryEntry) -> Result<()> {
+    let bytes = entry
+        .to_stored()
+        .map_err(|e| CoreError::Invalid(e.to_string()))?;
     tx.log_append(&history_list(group_id), &bytes)?;
     Ok(())
 }

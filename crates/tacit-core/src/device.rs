@@ -108,9 +108,10 @@ impl Device {
             account: None,
             certs: CertCache::default(),
         };
-        let stored: Option<StoredAccount> = device
-            .store
-            .transaction(|tx| tx.get_json(Namespace::Meta, META_ACCOUNT))?;
+        let stored: Option<StoredAccount> = device.store.transaction(|tx| {
+            crate::upgrade::counters_and_outbox(tx)?;
+            Ok::<_, CoreError>(tx.get_json(Namespace::Meta, META_ACCOUNT)?)
+        })?;
         device.account = stored.as_ref().map(Account::from_stored).transpose()?;
         Ok(device)
     }

@@ -76,10 +76,7 @@ fn remember(tx: &StoreTx<'_>, group_id: &[u8], digest: &[u8; DIGEST_BYTES]) -> R
 
 /// Records a dropped redelivery: moves the queue position on and counts it.
 fn drop_redelivery(tx: &StoreTx<'_>, seq: u64, resent_copy: bool) -> Result<Processed> {
-    let last: u64 = tx.get_json(Namespace::Meta, META_LAST_SEQ)?.unwrap_or(0);
-    if seq > last {
-        tx.put_json(Namespace::Meta, META_LAST_SEQ, &seq)?;
-    }
+    advance_last_seq(tx, seq)?;
     let dropped: u64 = tx
         .get_json(Namespace::Meta, META_REDELIVERIES)?
         .unwrap_or(0);
@@ -93,6 +90,16 @@ fn drop_redelivery(tx: &StoreTx<'_>, seq: u64, resent_copy: bool) -> Result<Proc
     Ok(Processed::Duplicate)
 }
 
+/// Moves the last processed sequence number on to `seq` (never back).
+fn advance_last_seq(tx: &StoreTx<'_>, seq: u64) -> Result<()> {
+    let mut counters = tx.counters()?;
+    if seq > counters.last_seq {
+        counters.last_seq = seq;
+        tx.set_counters(&counters)?;
+    }
+    Ok(())
+}
+
 fn short(group_id: &[u8]) -> String {
     hex::encode(group_id).chars().take(8).collect()
 }
@@ -101,8 +108,7 @@ impl Device {
     /// The sequence number of the last envelope processed; the server may redeliver any
     /// envelope above it.
     pub fn last_seq(&mut self) -> Result<u64> {
-        self.store
-            .transaction(|tx| Ok(tx.get_json(Namespace::Meta, META_LAST_SEQ)?.unwrap_or(0)))
+        self.store.transaction(|tx| Ok(tx.counters()?.last_seq))
     }
 
     /// The redelivered envelopes this device recognised and dropped, over its lifetime.
@@ -124,10 +130,7 @@ impl Device {
     pub fn refuse_envelope(&mut self, envelope: &v1::Envelope, reason: &str) -> Result<Event> {
         let seq = envelope.seq;
         self.store.transaction(|tx| -> Result<()> {
-            let last: u64 = tx.get_json(Namespace::Meta, META_LAST_SEQ)?.unwrap_or(0);
-            if seq > last {
-                tx.put_json(Namespace::Meta, META_LAST_SEQ, &seq)?;
-            }
+            advance_last_seq(tx, seq)?;
             // A resent copy of a refused message is dropped, not refused again.
             if let Some(digest) = message_digest(envelope) {
                 remember(tx, &envelope.group_id, &digest)?;
@@ -157,8 +160,7 @@ impl Device {
         self.account()?;
         let outcome = self.op(|op| -> Result<Processed> {
             let tx = op.tx;
-            let last: u64 = tx.get_json(Namespace::Meta, META_LAST_SEQ)?.unwrap_or(0);
-            if seq <= last {
+            if seq <= tx.counters()?.last_seq {
                 return drop_redelivery(tx, seq, false);
             }
             let digest = message_digest(envelope);
@@ -181,7 +183,7 @@ impl Device {
             if let Some(d) = &digest {
                 remember(tx, &envelope.group_id, d)?;
             }
-            tx.put_json(Namespace::Meta, META_LAST_SEQ, &seq)?;
+            advance_last_seq(tx, seq)?;
             Ok(Processed::Events(events))
         });
         match outcome {

@@ -24,6 +24,7 @@ mod signer;
 pub mod store;
 #[cfg(test)]
 mod testing;
+mod upgrade;
 
 pub use config::CoreConfig;
 pub use conversation::{ClaimedUser, OutgoingCommit, OutgoingMessage};

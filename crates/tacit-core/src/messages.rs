@@ -10,7 +10,6 @@ use crate::conversation::{append_new_history, get_conversation, OutgoingMessage}
 use crate::device::Device;
 use crate::error::{mls, CoreError, Result};
 use crate::records::*;
-use crate::store::Namespace;
 
 impl Device {
     /// Encrypts a text message, records it in history and puts it in the outbox, all at once.
@@ -74,8 +73,10 @@ impl Device {
                     },
                 )?;
             }
-            let id: u64 = tx.get_json(Namespace::Meta, META_OUTBOX_NEXT)?.unwrap_or(1);
-            tx.put_json(Namespace::Meta, META_OUTBOX_NEXT, &(id + 1))?;
+            let mut counters = tx.counters()?;
+            let id = counters.outbox_next;
+            counters.outbox_next += 1;
+            tx.set_counters(&counters)?;
             let item = OutboxItem {
                 id,
                 group_id: group_id.to_vec(),
@@ -84,7 +85,7 @@ impl Device {
             let stored = item
                 .to_stored()
                 .map_err(|e| CoreError::Invalid(e.to_string()))?;
-            tx.put(Namespace::Outbox, &id.to_be_bytes(), &stored)?;
+            tx.outbox_put(id, &stored)?;
             Ok(OutgoingMessage {
                 outbox_id: id,
                 group_id: group_id.to_vec(),
@@ -97,7 +98,7 @@ impl Device {
     pub fn outbox(&mut self) -> Result<Vec<OutboxItem>> {
         self.store.transaction(|tx| {
             let mut items = Vec::new();
-            for v in tx.values(Namespace::Outbox)? {
+            for (_, v) in tx.outbox_items()? {
                 let item = OutboxItem::from_stored(&v).map_err(|reason| CoreError::Malformed {
                     what: "outbox item",
                     reason,
@@ -112,7 +113,7 @@ impl Device {
     /// The server accepted an outbox item: forget it.
     pub fn outbox_sent(&mut self, outbox_id: u64) -> Result<()> {
         self.store
-            .transaction(|tx| Ok(tx.delete(Namespace::Outbox, &outbox_id.to_be_bytes())?))
+            .transaction(|tx| Ok(tx.outbox_delete(outbox_id)?))
     }
 
     /// The conversation's history, oldest first.
@@ -127,12 +128,12 @@ impl Device {
                 }
                 for (id, v) in rows {
                     after = id;
-                    out.push(
-                        serde_json::from_slice(&v).map_err(|e| CoreError::Malformed {
+                    out.push(HistoryEntry::from_stored(&v).map_err(|reason| {
+                        CoreError::Malformed {
                             what: "history entry",
-                            reason: e.to_string(),
-                        })?,
-                    );
+                            reason,
+                        }
+                    })?);
                 }
             }
             Ok(out)

@@ -6,7 +6,13 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// Meta keys.
 pub(crate) const META_ACCOUNT: &[u8] = b"account";
+/// Where schema 3 and older kept the last sequence number processed (now [`Counters`]).
+///
+/// [`Counters`]: crate::store::Counters
 pub(crate) const META_LAST_SEQ: &[u8] = b"last_seq";
+/// Where schema 3 and older kept the next outbox id (now [`Counters`]).
+///
+/// [`Counters`]: crate::store::Counters
 pub(crate) const META_OUTBOX_NEXT: &[u8] = b"outbox_next";
 /// How many redelivered envelopes were recognised and dropped (a diagnostic figure).
 pub(crate) const META_REDELIVERIES: &[u8] = b"redeliveries_dropped";
@@ -63,6 +69,28 @@ pub struct HistoryEntry {
     pub outgoing: bool,
     /// A system line (membership change) rather than a message.
     pub system: bool,
+}
+
+/// First byte of a history line stored in postcard (store schema version 4 on). Lines written
+/// before are JSON objects, whose first byte is `{`.
+const HISTORY_POSTCARD: u8 = 1;
+
+impl HistoryEntry {
+    /// The stored form: a format byte and the line in postcard's compact encoding.
+    pub(crate) fn to_stored(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_extend(self, vec![HISTORY_POSTCARD])
+    }
+
+    /// Reads a line in its stored form (postcard, or JSON as written by schema version 3 and
+    /// older).
+    pub(crate) fn from_stored(bytes: &[u8]) -> Result<HistoryEntry, String> {
+        match bytes.split_first() {
+            Some((&HISTORY_POSTCARD, rest)) => {
+                postcard::from_bytes(rest).map_err(|e| e.to_string())
+            }
+            _ => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+        }
+    }
 }
 
 /// A pinned identity key.
@@ -167,5 +195,29 @@ mod tests {
         let json = serde_json::to_vec(&item).unwrap();
         assert_eq!(OutboxItem::from_stored(&json).unwrap(), item);
         assert!(OutboxItem::from_stored(&stored[..stored.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn history_lines_round_trip_and_json_ones_are_still_read() {
+        let entry = HistoryEntry {
+            message_id: vec![7; 16],
+            sender: "alice".into(),
+            sender_device: 3,
+            sent_at_ms: 1_700_000_000_000,
+            text: "hello".into(),
+            outgoing: false,
+            system: false,
+        };
+        let stored = entry.to_stored().unwrap();
+        assert_eq!(HistoryEntry::from_stored(&stored).unwrap(), entry);
+        let json = serde_json::to_vec(&entry).unwrap();
+        assert!(
+            stored.len() < json.len() / 2,
+            "{} {}",
+            stored.len(),
+            json.len()
+        );
+        assert_eq!(HistoryEntry::from_stored(&json).unwrap(), entry);
+        assert!(HistoryEntry::from_stored(&stored[..stored.len() - 1]).is_err());
     }
 }

@@ -429,10 +429,49 @@ fn observe_writes(rec: &Recorder, size: usize, tacit: &TacitGroup, raw: &RawGrou
         message.len(),
         raw_message.len(),
     );
+    steady_writes(rec, size, &mut alice, &mut bob, &text);
     rec.wire(
         size,
         "set-up Welcome (size - 1 adds in one commit)",
         tacit.setup_welcome_bytes,
         raw.setup_welcome_bytes,
     );
+}
+
+/// Messages sent before the steady-state measurement (the stores' trees grow to their working
+/// size), and messages measured.
+const STEADY_WARM_UP: usize = 300;
+const STEADY_MEASURED: usize = 200;
+
+/// Mean bytes handed to write(2) per seal and per open once the stores have seen
+/// [`STEADY_WARM_UP`] messages (WAL frames, and checkpoints into the database file when they
+/// fall in), over [`STEADY_MEASURED`] messages: unlike one message on a fresh copy, this
+/// includes the page splits and checkpoints that a long conversation brings.
+fn steady_writes(
+    rec: &Recorder,
+    size: usize,
+    alice: &mut TacitCopy,
+    bob: &mut TacitCopy,
+    text: &str,
+) {
+    let mut totals = [0u64; 2];
+    for i in 0..STEADY_WARM_UP + STEADY_MEASURED {
+        let w0 = observe::bytes_written();
+        let m = alice.seal(text);
+        let w1 = observe::bytes_written();
+        alice.sent(&m);
+        let w2 = observe::bytes_written();
+        let p = bob.deliver(EnvelopeKind::Message, &m.message);
+        let w3 = observe::bytes_written();
+        expect_event(&p, is_message, "open");
+        if i >= STEADY_WARM_UP {
+            let (Some(w0), Some(w1), Some(w2), Some(w3)) = (w0, w1, w2, w3) else {
+                return;
+            };
+            totals[0] += w1 - w0;
+            totals[1] += w3 - w2;
+        }
+    }
+    let n = STEADY_MEASURED as u64;
+    rec.steady(size, totals[0] / n, totals[1] / n);
 }

@@ -11,7 +11,7 @@ use crate::report::Writes;
 pub type Contents = HashMap<Vec<u8>, Vec<u8>>;
 
 /// Every row of a Tacit store file: `kv` rows keyed by namespace and hidden key, `log` rows
-/// (message history) by id.
+/// (message history) by id, `outbox` rows by id, `seen` rows (no value) by key.
 pub fn tacit_rows(path: &Path) -> Contents {
     let conn = rusqlite::Connection::open(path).expect("observe store");
     let mut rows = Contents::new();
@@ -34,6 +34,25 @@ pub fn tacit_rows(path: &Path) -> Contents {
         })
         .expect("query");
     rows.extend(log_rows.map(|r| r.expect("row")));
+    // Store schema 4: the outbox and the device's counters, and the seen-markers.
+    let mut outbox = conn.prepare("SELECT id, v FROM outbox").expect("query");
+    let outbox_rows = outbox
+        .query_map([], |r| {
+            let mut key = vec![b'o'];
+            key.extend(r.get::<_, i64>(0)?.to_be_bytes());
+            Ok((key, r.get::<_, Vec<u8>>(1)?))
+        })
+        .expect("query");
+    rows.extend(outbox_rows.map(|r| r.expect("row")));
+    let mut seen = conn.prepare("SELECT k FROM seen").expect("query");
+    let seen_rows = seen
+        .query_map([], |r| {
+            let mut key = vec![b's'];
+            key.extend(r.get::<_, Vec<u8>>(0)?);
+            Ok((key, Vec::new()))
+        })
+        .expect("query");
+    rows.extend(seen_rows.map(|r| r.expect("row")));
     rows
 }
 
@@ -41,6 +60,9 @@ pub fn tacit_rows(path: &Path) -> Contents {
 pub fn tacit_row_name(key: &[u8]) -> String {
     match key {
         [b'l', ..] => "history log".into(),
+        [b'o', 0, 0, 0, 0, 0, 0, 0, 0] => "device counters".into(),
+        [b'o', ..] => "outbox".into(),
+        [b's', ..] => "seen-marker".into(),
         [b'k', 1, ..] => "meta".into(),
         [b'k', 3, ..] => "conversation".into(),
         [b'k', 4, ..] => "outbox".into(),

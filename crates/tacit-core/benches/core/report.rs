@@ -57,9 +57,13 @@ pub struct Writes {
 pub struct Recorder {
     /// (operation, size, side) -> (total time, iterations) of each call Criterion made.
     timings: RefCell<BTreeMap<Bench, Vec<(Duration, u64)>>>,
+    /// The same calls' iterations, one time each (for the median).
+    each: RefCell<BTreeMap<Bench, Vec<Vec<Duration>>>>,
     /// (size, what, Tacit bytes, OpenMLS bytes).
     wire: RefCell<Vec<(usize, &'static str, usize, usize)>>,
     writes: RefCell<Vec<WriteRecord>>,
+    /// (size, mean write(2) bytes per seal, per open) in steady state, Tacit on disk.
+    steady: RefCell<Vec<(usize, u64, u64)>>,
 }
 
 /// A benchmark: (operation, group size, side).
@@ -91,7 +95,13 @@ impl Recorder {
     ) {
         group.bench_function(format!("{op}/{side}"), |b| {
             b.iter_custom(|iters| {
-                let total: Duration = (0..iters).map(|_| one()).sum();
+                let each: Vec<Duration> = (0..iters).map(|_| one()).collect();
+                let total: Duration = each.iter().sum();
+                self.each
+                    .borrow_mut()
+                    .entry((op, size, side))
+                    .or_default()
+                    .push(each);
                 self.timings
                     .borrow_mut()
                     .entry((op, size, side))
@@ -116,6 +126,25 @@ impl Recorder {
             writes: w,
             at_rest: state,
         });
+    }
+
+    /// Notes Tacit's mean write(2) bytes per seal and per open in steady state.
+    pub fn steady(&self, size: usize, seal: u64, open: u64) {
+        self.steady.borrow_mut().push((size, seal, open));
+    }
+
+    /// Median time of one iteration over the last [`SAMPLES`] calls, if the benchmark ran:
+    /// less moved than the mean by the moments the process waited for a core.
+    fn median(&self, op: &'static str, size: usize, side: Side) -> Option<Duration> {
+        let each = self.each.borrow();
+        let calls = each.get(&(op, size, side))?;
+        let mut all: Vec<Duration> = calls[calls.len().saturating_sub(SAMPLES)..]
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
+        all.sort();
+        all.get(all.len() / 2).copied()
     }
 
     /// Mean time per iteration over the last [`SAMPLES`] calls, if the benchmark ran.
@@ -158,6 +187,29 @@ impl Recorder {
             }
         }
 
+        println!(
+            "\n== Median time of one iteration (same samples; less moved by waits for a core) =="
+        );
+        println!(
+            "{:<44} {:>6} {:>12} {:>12} {:>7}",
+            "operation", "size", "tacit", "openmls", "ratio"
+        );
+        for row in rows {
+            for &size in sizes {
+                let t = self.median(row.tacit, size, Side::Tacit);
+                let o = self.median(row.openmls, size, Side::OpenMls);
+                if let (Some(t), Some(o)) = (t, o) {
+                    let ratio = t.as_secs_f64() / o.as_secs_f64();
+                    println!(
+                        "{:<44} {size:>6} {:>12} {:>12} {ratio:>6.2}x",
+                        row.label,
+                        show(Some(t)),
+                        show(Some(o)),
+                    );
+                }
+            }
+        }
+
         println!("\n== Encoded sizes in bytes (not timings) ==");
         println!(
             "{:<44} {:>6} {:>12} {:>12}",
@@ -196,6 +248,17 @@ impl Recorder {
                 w.largest.0,
                 w.largest.1
             );
+        }
+
+        println!(
+            "\n== Tacit write(2) bytes per message in steady state (mean over messages {}..{}; \
+             4,120 bytes per WAL frame, i.e. per page) ==",
+            crate::STEADY_WARM_UP + 1,
+            crate::STEADY_WARM_UP + crate::STEADY_MEASURED
+        );
+        println!("{:>6} {:>10} {:>10}", "size", "seal", "open");
+        for &(size, seal, open) in self.steady.borrow().iter() {
+            println!("{size:>6} {seal:>10} {open:>10}");
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The SQLite file, its schema, and transactions.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -9,6 +9,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::cipher::Cipher;
+use super::hot::Counters;
 use super::items::{ChunkMemory, Touched};
 use super::mls_storage::{MlsStorage, TxProvider};
 use super::ring::RingMemory;
@@ -19,8 +20,13 @@ use super::{StoreError, StoreKey};
 /// by version 1 are still read. 3: the log clustered by list (one page touched per append, where
 /// the version-1 table also wrote an index entry and its AUTOINCREMENT counter), rings of
 /// digests in buckets ([`Namespace::Ring`]), outbox items in postcard; version-2 rings and
-/// outbox items are still read.
-const SCHEMA_VERSION: i64 = 3;
+/// outbox items are still read. 4: the rows every message rewrites in small tables of their own
+/// (see [`super::hot`]): the outbox and the device's counters in `outbox`, seen-markers in
+/// `seen`; markers of older versions are still looked up in `kv`.
+const SCHEMA_VERSION: i64 = 4;
+/// Meta key of the flag a store migrated from schema 3 or older carries: seen-markers may also
+/// be rows of `kv`.
+const LEGACY_MARKERS: &[u8] = b"seen-markers-in-kv";
 /// A known value sealed at creation; opening it proves the key is right.
 const KEY_CHECK: &[u8] = b"tacit local store key check v1";
 
@@ -34,7 +40,8 @@ pub enum Namespace {
     Contact = 2,
     /// Conversations.
     Conversation = 3,
-    /// Messages waiting for the server.
+    /// Messages waiting for the server, as store schema 3 and older kept them (now the
+    /// `outbox` table: see [`StoreTx::outbox_put`]); read only to move them.
     Outbox = 4,
     /// OpenMLS state.
     Mls = 5,
@@ -58,6 +65,8 @@ pub struct LocalStore {
     memory: ChunkMemory,
     /// The rings of digests as last written or read (see [`StoreTx::ring_push`]).
     rings: RingMemory,
+    /// Whether seen-markers written before schema 4 may be in `kv`.
+    legacy_markers: bool,
 }
 
 /// A transaction on the store: every read and write of one client operation.
@@ -71,6 +80,10 @@ pub struct StoreTx<'a> {
     pub(super) memory: RefCell<ChunkMemory>,
     /// The store's memory of rings, lent to this transaction.
     pub(super) rings: RefCell<RingMemory>,
+    /// Whether seen-markers written before schema 4 may be in `kv`.
+    pub(super) legacy_markers: bool,
+    /// The device's counters as this transaction last read or wrote them.
+    pub(super) counters: Cell<Option<Counters>>,
     generation: u64,
 }
 
@@ -137,8 +150,27 @@ impl LocalStore {
             generation: 0,
             memory: ChunkMemory::default(),
             rings: RingMemory::default(),
+            legacy_markers: false,
         };
         store.check_key()?;
+        if version < 4 {
+            // After the key check, so that a wrong key changes nothing. A store that existed
+            // before keeps its seen-markers in `kv`: the flag says to look there too.
+            store.transaction(|tx| -> Result<(), StoreError> {
+                tx.conn.execute_batch(
+                    "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY, v BLOB NOT NULL);
+                     CREATE TABLE IF NOT EXISTS seen (k BLOB PRIMARY KEY) WITHOUT ROWID;
+                     PRAGMA user_version = 4;",
+                )?;
+                if version >= 1 {
+                    tx.put(Namespace::Meta, LEGACY_MARKERS, &[1])?;
+                }
+                Ok(())
+            })?;
+        }
+        store.legacy_markers = store
+            .transaction(|tx| tx.get(Namespace::Meta, LEGACY_MARKERS))?
+            .is_some();
         Ok(store)
     }
 
@@ -203,6 +235,7 @@ impl LocalStore {
             generation,
             memory,
             rings,
+            legacy_markers,
         } = self;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -225,6 +258,8 @@ impl LocalStore {
             touched: RefCell::new(Touched::default()),
             memory: RefCell::new(std::mem::take(memory)),
             rings: RefCell::new(std::mem::take(rings)),
+            legacy_markers: *legacy_markers,
+            counters: Cell::new(None),
             generation: *generation,
         };
         let result = f(&store_tx);

@@ -71,7 +71,7 @@ fn a_version_1_store_still_opens_and_its_conversation_goes_on() {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 3, "migrated");
+        assert_eq!(version, 4, "migrated");
     }
     let m = alice.encrypt_text(&gid, "after the upgrade").unwrap();
     let events = deliver(&mut bob, 3, EnvelopeKind::Message, &gid, &m.message);

@@ -11,6 +11,7 @@ mod cipher;
 mod codec;
 mod db;
 mod error;
+mod hot;
 mod items;
 mod key;
 mod mls_storage;
@@ -18,6 +19,7 @@ mod ring;
 
 pub use db::{LocalStore, Namespace, StoreTx};
 pub use error::StoreError;
+pub use hot::Counters;
 pub use items::{Item, CHUNK_BYTES};
 pub use key::StoreKey;
 pub use mls_storage::{MlsStorage, MlsStorageError, TxProvider};
