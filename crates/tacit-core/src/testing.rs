@@ -1,9 +1,50 @@
-//! Helpers shared by unit tests: envelopes as the server would deliver them, and the texts of
-//! message events.
+//! Helpers shared by unit tests: devices on store files, two of them in a conversation,
+//! envelopes as the server would deliver them, and the texts of message events.
+
+use std::path::Path;
 
 use tacit_proto::v1::{DeviceAddress, Envelope, EnvelopeKind};
 
-use crate::{Device, Event, Processed};
+use crate::store::{LocalStore, StoreKey};
+use crate::{ClaimedUser, CoreConfig, Device, Event, Processed};
+
+/// A device on the store file at `path` (created if missing), with the default configuration.
+pub(crate) fn device(path: &Path, key: &StoreKey) -> Device {
+    Device::open(LocalStore::open(path, key).unwrap(), CoreConfig::default()).unwrap()
+}
+
+/// Alice and bob, on the store files at the two paths, in a conversation alice created and
+/// added bob to (his Welcome processed as envelope 1, her identity pinned by him); returns both
+/// devices and the group id.
+pub(crate) fn alice_and_bob_in_a_conversation(
+    alice_path: &Path,
+    bob_path: &Path,
+    key: &StoreKey,
+) -> (Device, Device, Vec<u8>) {
+    let mut alice = device(alice_path, key);
+    alice
+        .create_account("alice", "ws://127.0.0.1:1/v1")
+        .unwrap();
+    let mut bob = device(bob_path, key);
+    let reg = bob.create_account("bob", "ws://127.0.0.1:1/v1").unwrap();
+    let kp = bob.new_key_packages(1).unwrap().remove(0);
+    let gid = alice.create_conversation("old", None).unwrap().group_id;
+    let add = alice
+        .prepare_add(
+            &gid,
+            &[ClaimedUser {
+                handle: "bob".into(),
+                identity_key: reg.identity_key.to_bytes().to_vec(),
+                key_packages: vec![(reg.device_id, kp)],
+            }],
+        )
+        .unwrap();
+    alice.commit_accepted(&gid).unwrap();
+    let alice_key = alice.registration().unwrap().identity_key.to_bytes();
+    bob.pin_identity("alice", &alice_key).unwrap();
+    deliver(&mut bob, 1, EnvelopeKind::Welcome, &gid, &add.welcome);
+    (alice, bob, gid)
+}
 
 /// An envelope of `kind` for `group_id`, with sequence number `seq`, from some other device.
 pub(crate) fn envelope(seq: u64, kind: EnvelopeKind, group_id: &[u8], payload: &[u8]) -> Envelope {

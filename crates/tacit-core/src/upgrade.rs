@@ -46,12 +46,8 @@ mod tests {
 
     use super::*;
     use crate::store::{LocalStore, StoreError, StoreKey};
-    use crate::testing::{deliver, texts};
-    use crate::{ClaimedUser, CoreConfig, Device, Event};
-
-    fn device(path: &Path, key: &StoreKey) -> Device {
-        Device::open(LocalStore::open(path, key).unwrap(), CoreConfig::default()).unwrap()
-    }
+    use crate::testing::{alice_and_bob_in_a_conversation, deliver, device, texts};
+    use crate::Event;
 
     /// Rewrites a profile as store schema 3 wrote it: counters and outbox items in `kv`,
     /// seen-markers in `kv`, history lines in JSON, no schema-4 tables.
@@ -97,28 +93,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = StoreKey::generate();
         let (alice_path, bob_path) = (dir.path().join("alice.db"), dir.path().join("bob.db"));
-        let mut alice = device(&alice_path, &key);
-        alice
-            .create_account("alice", "ws://127.0.0.1:1/v1")
-            .unwrap();
-        let mut bob = device(&bob_path, &key);
-        let reg = bob.create_account("bob", "ws://127.0.0.1:1/v1").unwrap();
-        let kp = bob.new_key_packages(1).unwrap().remove(0);
-        let gid = alice.create_conversation("old", None).unwrap().group_id;
-        let add = alice
-            .prepare_add(
-                &gid,
-                &[ClaimedUser {
-                    handle: "bob".into(),
-                    identity_key: reg.identity_key.to_bytes().to_vec(),
-                    key_packages: vec![(reg.device_id, kp)],
-                }],
-            )
-            .unwrap();
-        alice.commit_accepted(&gid).unwrap();
-        let alice_key = alice.registration().unwrap().identity_key.to_bytes();
-        bob.pin_identity("alice", &alice_key).unwrap();
-        deliver(&mut bob, 1, EnvelopeKind::Welcome, &gid, &add.welcome);
+        let (mut alice, mut bob, gid) =
+            alice_and_bob_in_a_conversation(&alice_path, &bob_path, &key);
         let first = alice.encrypt_text(&gid, "before").unwrap();
         alice.outbox_sent(first.outbox_id).unwrap();
         let unsent = alice.encrypt_text(&gid, "still in the outbox").unwrap();

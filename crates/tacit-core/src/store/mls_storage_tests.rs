@@ -1,13 +1,12 @@
 //! Tests of the OpenMLS storage: a store written by schema version 1 still opens.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::cell::Cell;
-use std::path::Path;
 
 use tacit_proto::v1::EnvelopeKind;
 
-use crate::store::{LocalStore, StoreKey};
-use crate::testing::{deliver, texts};
-use crate::{ClaimedUser, CoreConfig, Device, Event};
+use crate::store::StoreKey;
+use crate::testing::{alice_and_bob_in_a_conversation, deliver, device, texts};
+use crate::Event;
 
 thread_local! {
     static VERSION_1: Cell<bool> = const { Cell::new(false) };
@@ -16,10 +15,6 @@ thread_local! {
 /// Whether this thread writes OpenMLS values as store schema version 1 did (untagged JSON).
 pub(super) fn writing_version_1() -> bool {
     VERSION_1.with(Cell::get)
-}
-
-fn device(path: &Path, key: &StoreKey) -> Device {
-    Device::open(LocalStore::open(path, key).unwrap(), CoreConfig::default()).unwrap()
 }
 
 /// A profile written by schema version 1 (every OpenMLS value untagged JSON) opens, is
@@ -32,28 +27,7 @@ fn a_version_1_store_still_opens_and_its_conversation_goes_on() {
     let (alice_path, bob_path) = (dir.path().join("alice.db"), dir.path().join("bob.db"));
 
     VERSION_1.with(|v| v.set(true));
-    let mut alice = device(&alice_path, &key);
-    alice
-        .create_account("alice", "ws://127.0.0.1:1/v1")
-        .unwrap();
-    let mut bob = device(&bob_path, &key);
-    let reg = bob.create_account("bob", "ws://127.0.0.1:1/v1").unwrap();
-    let kp = bob.new_key_packages(1).unwrap().remove(0);
-    let gid = alice.create_conversation("old", None).unwrap().group_id;
-    let add = alice
-        .prepare_add(
-            &gid,
-            &[ClaimedUser {
-                handle: "bob".into(),
-                identity_key: reg.identity_key.to_bytes().to_vec(),
-                key_packages: vec![(reg.device_id, kp)],
-            }],
-        )
-        .unwrap();
-    alice.commit_accepted(&gid).unwrap();
-    let alice_key = alice.registration().unwrap().identity_key.to_bytes();
-    bob.pin_identity("alice", &alice_key).unwrap();
-    deliver(&mut bob, 1, EnvelopeKind::Welcome, &gid, &add.welcome);
+    let (mut alice, mut bob, gid) = alice_and_bob_in_a_conversation(&alice_path, &bob_path, &key);
     let m = alice.encrypt_text(&gid, "written by version 1").unwrap();
     let events = deliver(&mut bob, 2, EnvelopeKind::Message, &gid, &m.message);
     assert_eq!(texts(&events), ["written by version 1"]);
