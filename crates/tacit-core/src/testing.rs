@@ -13,6 +13,14 @@ pub(crate) fn device(path: &Path, key: &StoreKey) -> Device {
     Device::open(LocalStore::open(path, key).unwrap(), CoreConfig::default()).unwrap()
 }
 
+/// The schema version (`PRAGMA user_version`) of the store file at `path`.
+pub(crate) fn store_version(path: &Path) -> i64 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap()
+}
+
 /// Alice and bob, on the store files at the two paths, in a conversation alice created and
 /// added bob to (his Welcome processed as envelope 1, her identity pinned by him); returns both
 /// devices and the group id.

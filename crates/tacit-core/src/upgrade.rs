@@ -46,7 +46,7 @@ mod tests {
 
     use super::*;
     use crate::store::{LocalStore, StoreError, StoreKey};
-    use crate::testing::{alice_and_bob_in_a_conversation, deliver, device, texts};
+    use crate::testing::{alice_and_bob_in_a_conversation, deliver, device, store_version, texts};
     use crate::Event;
 
     /// Rewrites a profile as store schema 3 wrote it: counters and outbox items in `kv`,
@@ -111,11 +111,8 @@ mod tests {
         let mut alice = device(&alice_path, &key);
         let mut bob = device(&bob_path, &key);
         for path in [&alice_path, &bob_path] {
+            assert_eq!(store_version(path), 4, "migrated");
             let conn = rusqlite::Connection::open(path).unwrap();
-            let version: i64 = conn
-                .query_row("PRAGMA user_version", [], |r| r.get(0))
-                .unwrap();
-            assert_eq!(version, 4, "migrated");
             let old_rows: i64 = conn
                 .query_row("SELECT COUNT(*) FROM kv WHERE ns = 4", [], |r| r.get(0))
                 .unwrap();

@@ -158,22 +158,28 @@ impl Recorder {
         (iters > 0).then(|| total / iters as u32)
     }
 
-    /// Prints every table.
-    pub fn print(&self, rows: &[Row], sizes: &[usize]) {
-        println!("\n== Summary: mean time per operation (last {SAMPLES} Criterion samples) ==");
+    /// One table of times, Tacit next to OpenMLS with their ratio, each time given by `stat`.
+    fn print_times(
+        &self,
+        title: &str,
+        rows: &[Row],
+        sizes: &[usize],
+        stat: impl Fn(&Self, &'static str, usize, Side) -> Option<Duration>,
+    ) {
+        println!("\n== {title} ==");
         println!(
             "{:<44} {:>6} {:>12} {:>12} {:>7}",
             "operation", "size", "tacit", "openmls", "ratio"
         );
         for row in rows {
             for &size in sizes {
-                let t = self.mean(row.tacit, size, Side::Tacit);
-                let o = self.mean(row.openmls, size, Side::OpenMls);
+                let t = stat(self, row.tacit, size, Side::Tacit);
+                let o = stat(self, row.openmls, size, Side::OpenMls);
                 if t.is_none() && o.is_none() {
                     continue;
                 }
                 let ratio = match (t, o) {
-                    (Some(t), Some(o)) => format!("{:.1}x", t.as_secs_f64() / o.as_secs_f64()),
+                    (Some(t), Some(o)) => format!("{:.2}x", t.as_secs_f64() / o.as_secs_f64()),
                     _ => "-".into(),
                 };
                 println!(
@@ -186,29 +192,22 @@ impl Recorder {
                 );
             }
         }
+    }
 
-        println!(
-            "\n== Median time of one iteration (same samples; less moved by waits for a core) =="
+    /// Prints every table.
+    pub fn print(&self, rows: &[Row], sizes: &[usize]) {
+        self.print_times(
+            &format!("Summary: mean time per operation (last {SAMPLES} Criterion samples)"),
+            rows,
+            sizes,
+            Self::mean,
         );
-        println!(
-            "{:<44} {:>6} {:>12} {:>12} {:>7}",
-            "operation", "size", "tacit", "openmls", "ratio"
+        self.print_times(
+            "Median time of one iteration (same samples; less moved by waits for a core)",
+            rows,
+            sizes,
+            Self::median,
         );
-        for row in rows {
-            for &size in sizes {
-                let t = self.median(row.tacit, size, Side::Tacit);
-                let o = self.median(row.openmls, size, Side::OpenMls);
-                if let (Some(t), Some(o)) = (t, o) {
-                    let ratio = t.as_secs_f64() / o.as_secs_f64();
-                    println!(
-                        "{:<44} {size:>6} {:>12} {:>12} {ratio:>6.2}x",
-                        row.label,
-                        show(Some(t)),
-                        show(Some(o)),
-                    );
-                }
-            }
-        }
 
         println!("\n== Encoded sizes in bytes (not timings) ==");
         println!(

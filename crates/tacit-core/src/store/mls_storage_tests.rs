@@ -5,7 +5,7 @@ use std::cell::Cell;
 use tacit_proto::v1::EnvelopeKind;
 
 use crate::store::StoreKey;
-use crate::testing::{alice_and_bob_in_a_conversation, deliver, device, texts};
+use crate::testing::{alice_and_bob_in_a_conversation, deliver, device, store_version, texts};
 use crate::Event;
 
 thread_local! {
@@ -41,11 +41,7 @@ fn a_version_1_store_still_opens_and_its_conversation_goes_on() {
     let mut alice = device(&alice_path, &key);
     let mut bob = device(&bob_path, &key);
     for path in [&alice_path, &bob_path] {
-        let conn = rusqlite::Connection::open(path).unwrap();
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(version, 4, "migrated");
+        assert_eq!(store_version(path), 4, "migrated");
     }
     let m = alice.encrypt_text(&gid, "after the upgrade").unwrap();
     let events = deliver(&mut bob, 3, EnvelopeKind::Message, &gid, &m.message);
