@@ -71,25 +71,35 @@ pub struct HistoryEntry {
     pub system: bool,
 }
 
-/// First byte of a history line stored in postcard (store schema version 4 on). Lines written
-/// before are JSON objects, whose first byte is `{`.
-const HISTORY_POSTCARD: u8 = 1;
+/// First byte of a record stored in postcard (history lines from store schema version 4 on,
+/// outbox items from version 3 on). Records written before are JSON objects, whose first byte is
+/// `{`.
+const POSTCARD: u8 = 1;
+
+/// A record's stored form: the format byte, then the record in postcard's compact encoding.
+fn to_postcard<T: Serialize>(record: &T) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_extend(record, vec![POSTCARD])
+}
+
+/// Reads a record in its stored form: postcard after the format byte, or JSON as older schema
+/// versions wrote it.
+fn from_postcard_or_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    match bytes.split_first() {
+        Some((&POSTCARD, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
+        _ => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+    }
+}
 
 impl HistoryEntry {
     /// The stored form: a format byte and the line in postcard's compact encoding.
     pub(crate) fn to_stored(&self) -> Result<Vec<u8>, postcard::Error> {
-        postcard::to_extend(self, vec![HISTORY_POSTCARD])
+        to_postcard(self)
     }
 
     /// Reads a line in its stored form (postcard, or JSON as written by schema version 3 and
     /// older).
     pub(crate) fn from_stored(bytes: &[u8]) -> Result<HistoryEntry, String> {
-        match bytes.split_first() {
-            Some((&HISTORY_POSTCARD, rest)) => {
-                postcard::from_bytes(rest).map_err(|e| e.to_string())
-            }
-            _ => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
-        }
+        from_postcard_or_json(bytes)
     }
 }
 
@@ -112,24 +122,17 @@ pub struct OutboxItem {
     pub message: Vec<u8>,
 }
 
-/// First byte of an outbox item stored in postcard (store schema version 3 on). Items written
-/// before are JSON objects, whose first byte is `{`.
-const OUTBOX_POSTCARD: u8 = 1;
-
 impl OutboxItem {
     /// The stored form: a format byte and the item in postcard's compact encoding (a JSON
     /// object would spell every byte of the message as a decimal number, and no longer fit in
     /// one database page).
     pub(crate) fn to_stored(&self) -> Result<Vec<u8>, postcard::Error> {
-        postcard::to_extend(self, vec![OUTBOX_POSTCARD])
+        to_postcard(self)
     }
 
     /// Reads an item in its stored form (postcard, or JSON as written by schema version 2).
     pub(crate) fn from_stored(bytes: &[u8]) -> Result<OutboxItem, String> {
-        match bytes.split_first() {
-            Some((&OUTBOX_POSTCARD, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
-            _ => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
-        }
+        from_postcard_or_json(bytes)
     }
 }
 

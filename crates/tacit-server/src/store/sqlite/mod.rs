@@ -208,6 +208,15 @@ mod tests {
         assert!(err.to_string().contains("newer"), "{err}");
     }
 
+    /// How many rows `table` holds.
+    fn rows(s: &SqliteStore, table: &'static str) -> i64 {
+        s.tx(move |c| {
+            let sql = format!("SELECT COUNT(*) FROM {table}");
+            Ok(c.query_row(&sql, [], |r| r.get(0))?)
+        })
+        .unwrap()
+    }
+
     /// A version-3 file (queue rows pointing at payload rows) with messages waiting: 1:1 ones
     /// (one reference each) and a group one (two references).
     fn version_3_file_with_a_backlog(path: &Path) {
@@ -238,10 +247,6 @@ mod tests {
         let path = dir.path().join("tacit-server.db");
         version_3_file_with_a_backlog(&path);
         let s = SqliteStore::open(dir.path()).unwrap();
-        let payloads = |s: &SqliteStore| {
-            s.tx(|c| Ok(c.query_row("SELECT COUNT(*) FROM payloads", [], |r| r.get::<_, i64>(0))?))
-                .unwrap()
-        };
         let bob = s.fetch(2, 0, 10).unwrap();
         let got: Vec<_> = bob
             .iter()
@@ -253,15 +258,23 @@ mod tests {
         let alice = s.device("alice", 1).unwrap().unwrap();
         let sent = s.send_message(b"g", &alice, b"new", 10, 60_000).unwrap();
         assert_eq!(sent, [2, 3]);
-        assert_eq!(payloads(&s), 3, "a message to two devices is stored once");
+        assert_eq!(
+            rows(&s, "payloads"),
+            3,
+            "a message to two devices is stored once"
+        );
         s.ack(2, 2).unwrap();
         assert_eq!(
-            payloads(&s),
+            rows(&s, "payloads"),
             2,
             "payload 10 went with bob's last reference; 11 is carol's"
         );
         s.ack(3, 1).unwrap();
-        assert_eq!(payloads(&s), 1, "only the new shared message is left");
+        assert_eq!(
+            rows(&s, "payloads"),
+            1,
+            "only the new shared message is left"
+        );
         assert_eq!(s.fetch(2, 0, 10).unwrap().len(), 1);
         assert_eq!(s.fetch(3, 0, 10).unwrap()[0].payload, b"new");
         let version: i64 = s
@@ -286,20 +299,10 @@ mod tests {
         })
         .unwrap();
         s.send_message(b"g", &a, b"hi", 10, 60_000).unwrap();
-        let rows = |s: &SqliteStore| {
-            s.tx(|c| {
-                let n = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0));
-                Ok((
-                    n("SELECT COUNT(*) FROM payloads")?,
-                    n("SELECT COUNT(*) FROM queue")?,
-                ))
-            })
-            .unwrap()
-        };
-        assert_eq!(rows(&s), (0, 1));
+        assert_eq!((rows(&s, "payloads"), rows(&s, "queue")), (0, 1));
         assert_eq!(s.fetch(b.key, 0, 10).unwrap()[0].payload, b"hi");
         s.ack(b.key, 1).unwrap();
-        assert_eq!(rows(&s), (0, 0));
+        assert_eq!((rows(&s, "payloads"), rows(&s, "queue")), (0, 0));
     }
 
     #[test]
