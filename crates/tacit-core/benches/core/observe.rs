@@ -25,25 +25,9 @@ pub fn tacit_rows(path: &Path) -> Contents {
         })
         .expect("query");
     rows.extend(kv_rows.map(|r| r.expect("row")));
-    let mut log = conn.prepare("SELECT id, v FROM log").expect("query");
-    let log_rows = log
-        .query_map([], |r| {
-            let mut key = vec![b'l'];
-            key.extend(r.get::<_, i64>(0)?.to_be_bytes());
-            Ok((key, r.get::<_, Vec<u8>>(1)?))
-        })
-        .expect("query");
-    rows.extend(log_rows.map(|r| r.expect("row")));
+    rows.extend(rows_by_id(&conn, "log", b'l'));
     // Store schema 4: the outbox and the device's counters, and the seen-markers.
-    let mut outbox = conn.prepare("SELECT id, v FROM outbox").expect("query");
-    let outbox_rows = outbox
-        .query_map([], |r| {
-            let mut key = vec![b'o'];
-            key.extend(r.get::<_, i64>(0)?.to_be_bytes());
-            Ok((key, r.get::<_, Vec<u8>>(1)?))
-        })
-        .expect("query");
-    rows.extend(outbox_rows.map(|r| r.expect("row")));
+    rows.extend(rows_by_id(&conn, "outbox", b'o'));
     let mut seen = conn.prepare("SELECT k FROM seen").expect("query");
     let seen_rows = seen
         .query_map([], |r| {
@@ -54,6 +38,22 @@ pub fn tacit_rows(path: &Path) -> Contents {
         .expect("query");
     rows.extend(seen_rows.map(|r| r.expect("row")));
     rows
+}
+
+/// The rows of a table keyed by an integer id (the log, the outbox), each keyed by `prefix` and
+/// the id, with its value.
+fn rows_by_id(conn: &rusqlite::Connection, table: &str, prefix: u8) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut stmt = conn
+        .prepare(&format!("SELECT id, v FROM {table}"))
+        .expect("query");
+    let rows = stmt
+        .query_map([], |r| {
+            let mut key = vec![prefix];
+            key.extend(r.get::<_, i64>(0)?.to_be_bytes());
+            Ok((key, r.get::<_, Vec<u8>>(1)?))
+        })
+        .expect("query");
+    rows.map(|r| r.expect("row")).collect()
 }
 
 /// What a Tacit row is, as far as can be told from outside (keys are HMACs).
